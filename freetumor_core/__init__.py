@@ -1,0 +1,32 @@
+"""FreeTumor core: tumor synthesis in CT, CT-report matching and Visual Turing Tests.
+
+The public API reads like a sentence::
+
+    from freetumor_core import read_ct, read_labels
+    ct = read_ct("ct.nii.gz")
+    organs = read_labels("labels.nii.gz")
+"""
+
+from .errors import InputError
+from .labels import LabelMap, align_to, read_labels, read_name_map, totalsegmentator_names
+from .phantom import make_phantom
+from .volume import Volume, from_ras_view, ras_view, read_ct, read_volume, write_volume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "InputError",
+    "LabelMap",
+    "Volume",
+    "__version__",
+    "align_to",
+    "from_ras_view",
+    "make_phantom",
+    "ras_view",
+    "read_ct",
+    "read_labels",
+    "read_name_map",
+    "read_volume",
+    "totalsegmentator_names",
+    "write_volume",
+]

@@ -1,0 +1,163 @@
+"""Benchmark harness: ``freetumor bench SUITE --json FILE``.
+
+A suite is a function that takes a :class:`Bench` and calls :meth:`Bench.time` (warm-up plus
+repeated timed runs) or :meth:`Bench.record` (a single measured value). Suites live next to the code
+they measure and are named in :data:`SUITES`; the result file has the shape::
+
+    {"suite": "io", "machine": {"cpu": ..., "cores": 2, "torch": "2.13.0", "device": "cpu"},
+     "results": [{"name": "read/nifti", "unit": "ms", "median": ..., "min": ..., "max": ..., "n": 5}]}
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .progress import emit
+
+# Suite name -> "module:function"; modules are imported only when their suite runs.
+SUITES: dict[str, str] = {
+    "io": "freetumor_core.bench:io_suite",
+}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count, torch version and compute device of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass  # not Linux: platform.processor() is the best there is
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"], info["device"] = None, "cpu"
+    return info
+
+
+class Bench:
+    """Collects results for one suite. ``options`` carries suite options from the command line."""
+
+    def __init__(self, suite: str, options: dict[str, Any] | None = None, repeat: int = 5) -> None:
+        self.suite = suite
+        self.options = options or {}
+        self.repeat = repeat
+        self.results: list[dict[str, Any]] = []
+
+    def time(
+        self,
+        name: str,
+        function: Callable[[], object],
+        warmup: int = 1,
+        repeat: int | None = None,
+        unit: str = "ms",
+        per_call: int = 1,
+    ) -> dict[str, Any]:
+        """Run ``function`` ``warmup`` times untimed, then ``repeat`` times timed.
+
+        ``per_call`` divides each timing (for a function that does several units of work).
+        """
+        scale = {"ms": 1e3, "s": 1.0, "us": 1e6}[unit]
+        for _ in range(warmup):
+            function()
+        samples = []
+        for _ in range(repeat or self.repeat):
+            start = time.perf_counter()
+            function()
+            samples.append((time.perf_counter() - start) * scale / per_call)
+        return self._add(name, unit, samples)
+
+    def record(self, name: str, value: float, unit: str) -> dict[str, Any]:
+        """Add one measured value (start-up time, peak memory, ...)."""
+        return self._add(name, unit, [float(value)])
+
+    def _add(self, name: str, unit: str, samples: list[float]) -> dict[str, Any]:
+        result = {
+            "name": name,
+            "unit": unit,
+            "median": statistics.median(samples),
+            "min": min(samples),
+            "max": max(samples),
+            "n": len(samples),
+        }
+        self.results.append(result)
+        emit("result", suite=self.suite, **result)
+        return result
+
+    def payload(self) -> dict[str, Any]:
+        return {"suite": self.suite, "machine": machine_info(), "results": self.results}
+
+
+def run_suite(suite: str, options: dict[str, Any] | None = None, repeat: int = 5) -> dict[str, Any]:
+    """Run a named suite and return its result payload.
+
+    Raises:
+        InputError: unknown suite name.
+    """
+    if suite not in SUITES:
+        raise InputError(f"unknown benchmark suite '{suite}'; choose from {', '.join(SUITES)}")
+    module_name, function_name = SUITES[suite].split(":")
+    function = getattr(importlib.import_module(module_name), function_name)
+    bench = Bench(suite, options, repeat)
+    function(bench)
+    return bench.payload()
+
+
+def write_json(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a JSON file atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    os.replace(temporary, path)
+    return path
+
+
+def format_table(payload: dict[str, Any]) -> str:
+    """The results as a plain-text table."""
+    lines = [f"suite: {payload['suite']}", f"{'name':<24}{'median':>12}{'min':>12}{'max':>12}  n"]
+    for row in payload["results"]:
+        lines.append(
+            f"{row['name']:<24}{row['median']:>12.3f}{row['min']:>12.3f}{row['max']:>12.3f}"
+            f"  {row['n']} {row['unit']}"
+        )
+    return "\n".join(lines)
+
+
+def io_suite(bench: Bench) -> None:
+    """Read and write a whole CT as NIfTI (default: the phantom; option ``ct``: a file)."""
+    from .phantom import make_phantom
+    from .volume import read_volume, write_volume
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = bench.options.get("ct")
+        if source:
+            ct = read_volume(source)
+        else:
+            ct, _ = make_phantom(0)
+        path = Path(folder) / "ct.nii.gz"
+        write_volume(ct, path)
+        bench.time("read/nifti", lambda: read_volume(path))
+        bench.time("write/nifti", lambda: write_volume(ct, path))

@@ -1,0 +1,376 @@
+"""The ``Volume``: a 3D array and its geometry, never separated.
+
+Conventions (the same as SimpleITK/ITK, so files round-trip exactly):
+
+- ``array`` is indexed ``(z, y, x)`` (slice, row, column).
+- ``spacing`` (mm), ``origin`` (mm) and the 3x3 ``direction`` are given in ``(x, y, z)`` index order,
+  in the LPS physical frame that ITK, DICOM and 3D Slicer's file readers use. ``direction[:, i]`` is the
+  physical unit vector of index axis ``i``.
+- Results that people read (tumor centres) are reported in RAS millimetres, as 3D Slicer shows them:
+  ``RAS = (-L, -P, S)``.
+
+Reading goes through :func:`read_volume`, writing through :func:`write_volume` (atomic: temporary file
+in the same folder, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D scalar image with its geometry.
+
+    Attributes:
+        array: voxel values, shape ``(z, y, x)``.
+        spacing: voxel size in mm, ``(x, y, z)``.
+        origin: physical position (LPS, mm) of voxel ``(0, 0, 0)``, ``(x, y, z)``.
+        direction: 3x3 direction cosines, column ``i`` is index axis ``i`` (x, y, z) in LPS.
+        metadata: string key/value pairs kept from the file header (e.g. ``.seg.nrrd`` segment names).
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume needs a 3D array (z, y, x), got shape {self.array.shape}")
+        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+        self.origin = tuple(float(o) for o in self.origin)  # type: ignore[assignment]
+        self.direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        if min(self.spacing) <= 0:
+            raise ValueError(f"spacing must be positive, got {self.spacing}")
+
+    # -- geometry -------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape ``(z, y, x)``."""
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing_zyx(self) -> np.ndarray:
+        """Spacing in array order ``(z, y, x)``, mm."""
+        return np.asarray(self.spacing[::-1])
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (1 mL = 1000 mm³)."""
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def like(self, array: np.ndarray, metadata: dict[str, str] | None = None) -> Volume:
+        """A new volume with this geometry and another array of the same shape."""
+        if tuple(array.shape) != self.shape:
+            raise ValueError(f"array shape {array.shape} differs from volume shape {self.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction.copy(), dict(metadata or {}))
+
+    def same_grid(self, other: Volume, tolerance_mm: float = 1e-3) -> bool:
+        """True when both volumes sample the same physical grid."""
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, atol=tolerance_mm)
+            and np.allclose(self.origin, other.origin, atol=tolerance_mm)
+            and np.allclose(self.direction, other.direction, atol=1e-5)
+        )
+
+    def index_to_lps(self, index_zyx: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Physical LPS position (mm) of array indices; accepts ``(..., 3)`` in ``(z, y, x)``."""
+        ijk = np.asarray(index_zyx, dtype=np.float64)[..., ::-1]
+        return np.asarray(self.origin) + (ijk * np.asarray(self.spacing)) @ self.direction.T
+
+    def index_to_ras(self, index_zyx: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Physical RAS position (mm), as 3D Slicer shows it, of array indices ``(z, y, x)``."""
+        return self.index_to_lps(index_zyx) @ LPS_TO_RAS
+
+    def lps_to_index(self, point_lps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Continuous array indices ``(z, y, x)`` of LPS points ``(..., 3)``."""
+        offset = np.asarray(point_lps, dtype=np.float64) - np.asarray(self.origin)
+        ijk = offset @ np.linalg.inv(self.direction).T / np.asarray(self.spacing)
+        return ijk[..., ::-1]
+
+    # -- SimpleITK bridge -----------------------------------------------------------------------
+    def to_sitk(self) -> sitk.Image:
+        """A SimpleITK image with the same voxels and geometry (metadata copied)."""
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(tuple(self.direction.flatten()))
+        for key, value in self.metadata.items():
+            image.SetMetaData(key, value)
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image, keep_metadata: bool = True) -> Volume:
+        """Wrap a SimpleITK image (3D, scalar)."""
+        metadata = {}
+        if keep_metadata:
+            # Reader-internal keys (ITK_*, NRRD_*) describe the old file, not the data: drop them.
+            metadata = {
+                key: image.GetMetaData(key)
+                for key in image.GetMetaDataKeys()
+                if not key.startswith(("ITK_", "NRRD_"))
+            }
+        return cls(
+            sitk.GetArrayFromImage(image),
+            image.GetSpacing(),
+            image.GetOrigin(),
+            np.asarray(image.GetDirection()).reshape(3, 3),
+            metadata,
+        )
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in sorted(READABLE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError("no DICOM series found in this folder", folder)
+    if len(series) > 1:
+        raise InputError(
+            f"folder holds {len(series)} DICOM series ({', '.join(series)}); give one series per folder",
+            folder,
+        )
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def _check_gzip_complete(path: Path) -> None:
+    """ITK silently zero-fills a truncated ``.gz`` file: verify the stream ends properly."""
+    import zlib
+
+    decompressor = zlib.decompressobj(wbits=31)
+    with open(path, "rb") as handle:
+        try:
+            while chunk := handle.read(1 << 22):
+                decompressor.decompress(chunk, 0)
+                # Trailing bytes after one member can hold further gzip members.
+                while decompressor.eof and decompressor.unused_data:
+                    rest = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+                    decompressor.decompress(rest, 0)
+        except zlib.error as error:
+            raise InputError(f"corrupt gzip data: {error}", path) from None
+    if not decompressor.eof:
+        raise InputError("file is truncated (the compressed data end early)", path)
+
+
+def _check_nifti_size(path: Path, image: sitk.Image) -> None:
+    """ITK zero-fills a truncated uncompressed NIfTI-1 file: compare its size with the header's."""
+    import struct
+
+    with open(path, "rb") as handle:
+        header = handle.read(348)
+    for order in "<>":
+        if len(header) == 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            bits = struct.unpack(order + "h", header[72:74])[0]
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            voxels = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel()
+            expected = int(offset) + voxels * bits // 8
+            actual = path.stat().st_size
+            if actual < expected:
+                raise InputError(f"file is truncated ({actual} bytes, the header needs {expected})", path)
+            return
+
+
+def read_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read a 3D scalar image: NIfTI, NRRD (also ``.seg.nrrd``), MetaImage or a DICOM series folder.
+
+    Raises:
+        InputError: the path is missing, unreadable, corrupt, not 3D, not scalar, or has NaN/inf.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path)
+    try:
+        if path.is_dir():
+            image = _read_dicom_series(path)
+        else:
+            if path.stat().st_size == 0:
+                raise InputError("file is empty", path)
+            if path.name.lower().endswith(".gz"):
+                _check_gzip_complete(path)
+            image = sitk.ReadImage(str(path))
+            if _suffix(path) == ".nii":
+                _check_nifti_size(path, image)
+    except InputError:
+        raise
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown"
+        raise InputError(f"cannot read image (corrupt or unsupported format): {first_line}", path) from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"not a scalar image ({image.GetNumberOfComponentsPerPixel()} components per voxel)",
+            path,
+        )
+    if image.GetDimension() != 3:
+        raise InputError(f"not a 3D image (dimension {image.GetDimension()})", path)
+    # NIfTI header fields are all geometry or dtype, which Volume already carries.
+    volume = Volume.from_sitk(image, keep_metadata=_suffix(path) not in (".nii", ".nii.gz"))
+    if volume.array.dtype.kind == "f" and not np.all(np.isfinite(volume.array)):
+        bad = int(np.count_nonzero(~np.isfinite(volume.array)))
+        raise InputError(f"image has {bad} NaN or infinite voxel values", path)
+    volume.metadata["freetumor:source"] = str(path)
+    return volume
+
+
+# -- writing ------------------------------------------------------------------------------------
+def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = True) -> Path:
+    """Write NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.seg.nrrd``) or ``.mha``, atomically.
+
+    The file appears complete or not at all: data go to a temporary file in the target folder,
+    which is then renamed over ``path``. Geometry and dtype are kept exactly.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in WRITABLE_SUFFIXES:
+        raise InputError(f"cannot write '{suffix}' files; use one of {', '.join(WRITABLE_SUFFIXES)}", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = volume.to_sitk()
+    if image.HasMetaDataKey("freetumor:source"):
+        image.EraseMetaData("freetumor:source")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        sitk.WriteImage(image, temporary, useCompression=compress and suffix != ".nii")
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+# -- RAS-ordered view ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reorientation:
+    """How a RAS-ordered array was made from the original one, so it can be undone exactly.
+
+    ``axes`` is the ``np.transpose`` order applied to the original ``(z, y, x)`` array and ``flip``
+    says which of the resulting axes were reversed.
+    """
+
+    axes: tuple[int, int, int]
+    flip: tuple[bool, bool, bool]
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        out = np.transpose(array, self.axes)
+        for axis, flipped in enumerate(self.flip):
+            if flipped:
+                out = np.flip(out, axis)
+        return out
+
+    def undo(self, array: np.ndarray) -> np.ndarray:
+        out = array
+        for axis, flipped in enumerate(self.flip):
+            if flipped:
+                out = np.flip(out, axis)
+        return np.transpose(out, np.argsort(self.axes))
+
+
+def ras_view(volume: Volume) -> tuple[Volume, Reorientation]:
+    """The same voxels reordered so that index axes ``(x, y, z)`` point towards R, A and S.
+
+    This is the RAS canonical order of NIfTI tools: the array ``(z, y, x)`` then runs
+    inferior→superior, posterior→anterior, left→right. Only permutations and flips are used (no
+    resampling); an oblique scan is mapped to the nearest such order. The returned volume has the
+    matching geometry, so physical positions are unchanged. Undo with :func:`from_ras_view`.
+    """
+    ras_direction = LPS_TO_RAS @ volume.direction  # columns: index axes x, y, z in RAS
+    # Physical RAS axis that each index axis (x, y, z) follows most closely.
+    physical_of_index = np.argmax(np.abs(ras_direction), axis=0)
+    if len(set(physical_of_index.tolist())) != 3:
+        raise InputError("direction matrix is degenerate; cannot reorient", None)
+    # New index axis k (x=R, y=A, z=S) comes from old index axis j where physical_of_index[j] == k.
+    old_index_of_new = [int(np.where(physical_of_index == k)[0][0]) for k in range(3)]
+    # Array axes are reversed index axes: array axis a <-> index axis 2 - a.
+    axes = tuple(2 - old_index_of_new[2 - a] for a in range(3))
+    flip = tuple(bool(ras_direction[2 - a, old_index_of_new[2 - a]] < 0) for a in range(3))
+    reorientation = Reorientation(axes, flip)  # type: ignore[arg-type]
+    array = np.ascontiguousarray(reorientation.apply(volume.array))
+    spacing = tuple(volume.spacing[j] for j in old_index_of_new)
+    direction = volume.direction[:, old_index_of_new].copy()
+    origin_index = np.zeros(3)
+    for k, j in enumerate(old_index_of_new):
+        if flip[2 - k]:
+            origin_index[j] = volume.array.shape[2 - j] - 1
+    origin = volume.index_to_lps(origin_index[::-1])
+    for k in range(3):
+        if flip[2 - k]:
+            direction[:, k] = -direction[:, k]
+    return Volume(array, spacing, tuple(origin), direction, dict(volume.metadata)), reorientation
+
+
+def from_ras_view(array: np.ndarray, reorientation: Reorientation, original: Volume) -> Volume:
+    """Map an array computed on :func:`ras_view`'s output back onto the original grid exactly."""
+    return original.like(np.ascontiguousarray(reorientation.undo(array)))
+
+
+# -- checks -------------------------------------------------------------------------------------
+def check_hu(volume: Volume, path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse images whose values are not CT Hounsfield units.
+
+    CT of the body holds air (about -1000 HU) or at least fat (about -100 HU); 8-bit windowed
+    exports hold 0..255 only, and MR holds no negative values at all.
+
+    Raises:
+        InputError: the values look like 8-bit windowed data, MR or another non-CT modality.
+    """
+    path = path or volume.metadata.get("freetumor:source")
+    array = volume.array
+    low, high = float(array.min()), float(array.max())
+    if array.dtype == np.uint8 or (low >= 0 and high <= 255):
+        raise InputError(
+            f"values {low:g}..{high:g} look like 8-bit windowed data, not Hounsfield units (HU); "
+            "map the window back to HU first",
+            path,
+        )
+    if low >= -50:
+        raise InputError(
+            f"values {low:g}..{high:g} hold no air or fat: this does not look like CT in "
+            "Hounsfield units (MR or another modality?)",
+            path,
+        )
+    if low < -32768 or high > 40000:
+        raise InputError(f"values {low:g}..{high:g} are outside any Hounsfield unit range", path)
+
+
+def read_ct(path: str | os.PathLike[str], allow_non_hu: bool = False) -> Volume:
+    """Read a CT in Hounsfield units (see :func:`read_volume`), checking that values are HU.
+
+    With ``allow_non_hu=True`` a non-HU image is accepted with a warning instead of refused.
+    """
+    volume = read_volume(path)
+    try:
+        check_hu(volume, path)
+    except InputError as error:
+        if not allow_non_hu:
+            raise
+        import warnings
+
+        warnings.warn(f"{error} (accepted because non-HU input was allowed)", stacklevel=2)
+    return volume
