@@ -24,7 +24,10 @@ from . import __version__, progress
 from .errors import InputError
 
 # Modules that add sub-commands: each has ``register(subparsers, common)``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "freetumor_core.synthesis.commands",
+    "freetumor_core.turing.commands",
+]
 
 
 def common_parser() -> argparse.ArgumentParser:
