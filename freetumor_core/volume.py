@@ -243,7 +243,9 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = 
     """Write NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.seg.nrrd``) or ``.mha``, atomically.
 
     The file appears complete or not at all: data go to a temporary file in the target folder,
-    which is then renamed over ``path``. Geometry and dtype are kept exactly.
+    which is then renamed over ``path``. Voxels and dtype are kept exactly, and so is geometry, except
+    that NIfTI stores spacing, origin and direction in float32: a NIfTI source round-trips exactly, a
+    DICOM or NRRD source written as NIfTI keeps its geometry to float32 precision (use NRRD for more).
     """
     path = Path(path)
     suffix = _suffix(path)

@@ -1,0 +1,102 @@
+"""The `freetumor` command line: exit codes, messages, JSON progress, info, phantom, demo, bench."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from freetumor_core.cli import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "freetumor_core", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_help_lists_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("info", "phantom", "demo", "bench"):
+        assert command in result.stdout
+
+
+def test_info_names_organs_with_volumes(shared_data):
+    result = run("info", str(shared_data / "totalseg_example/example_seg_fast_force_split.nii.gz"))
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[7:]}
+    for organ in ("liver", "spleen", "kidney_left", "kidney_right", "pancreas"):
+        assert organ in lines
+    assert "1125.68 mL" in lines["liver"]
+
+
+def test_info_json_on_ct(shared_data, capsys):
+    assert main(["info", str(shared_data / "totalseg_example/example_ct.nii.gz"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "image"
+    assert info["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert info["hu"]["min"] == -1207 and info["hu"]["max"] == 3382
+
+
+def test_corrupt_file_exits_2_naming_it(tmp_path, shared_data):
+    corrupt = tmp_path / "corrupt_ct.nii.gz"
+    corrupt.write_bytes((shared_data / "totalseg_example/example_ct.nii.gz").read_bytes()[:5000])
+    result = run("info", str(corrupt))
+    assert result.returncode == 2
+    assert str(corrupt) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_exits_2():
+    result = run("info", "/definitely/not/here.nii.gz")
+    assert result.returncode == 2
+    assert "/definitely/not/here.nii.gz: file not found" in result.stderr
+
+
+def test_phantom_command_writes_ct_and_labels(tmp_path):
+    result = run("phantom", "-o", str(tmp_path), "--progress", "json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "done"
+    assert (tmp_path / "ct.nii.gz").is_file() and (tmp_path / "labels.json").is_file()
+    info = run("info", str(tmp_path / "labels.nii.gz"), "--json")
+    assert "liver" in json.loads(info.stdout)["labels_ml"]
+
+
+def test_json_progress_before_or_after_the_command(tmp_path):
+    for args in (
+        ["--progress", "json", "demo", "-o", str(tmp_path)],
+        ["demo", "-o", str(tmp_path), "--progress", "json"],
+    ):
+        result = run(*args)
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        assert any(event["event"] == "progress" for event in events)
+        assert events[-1]["event"] == "done"
+        assert (tmp_path / "ct.nii.gz").is_file()
+
+
+def test_bench_io_writes_the_documented_json(tmp_path, capsys):
+    target = tmp_path / "io.json"
+    assert main(["bench", "io", "--json", str(target), "--repeat", "2"]) == 0
+    payload = json.loads(target.read_text())
+    assert payload["suite"] == "io"
+    assert {"cpu", "cores", "torch", "device"} <= set(payload["machine"])
+    names = {row["name"]: row for row in payload["results"]}
+    assert set(names) == {"read/nifti", "write/nifti"}
+    for row in names.values():
+        assert row["unit"] == "ms" and row["n"] == 2 and 0 < row["min"] <= row["median"] <= row["max"]
+    assert "read/nifti" in capsys.readouterr().out
+
+
+def test_unknown_bench_suite_exits_2(capsys):
+    assert main(["bench", "nonsense"]) == 2
+    assert "unknown benchmark suite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["info"], ["nonsense"]])
+def test_usage_errors_exit_2(argv):
+    assert run(*argv).returncode == 2
