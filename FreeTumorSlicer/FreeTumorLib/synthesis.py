@@ -1,0 +1,272 @@
+"""One tumor-synthesis job: input nodes -> files -> ``freetumor synthesize`` subprocess -> output nodes.
+
+Inputs are written as NRRD (which keeps geometry in double precision) to a temporary folder; the
+core writes ``ct.nii.gz``, ``labels.nii.gz`` + ``labels.json`` and ``tumors.json`` there. The
+synthetic CT is put back on the input node's exact grid (synthesis never changes the grid; NIfTI
+would round the geometry to float32), so the new nodes overlay the input exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import slicer
+
+from freetumor_core.labels import LabelMap, align_to, read_labels
+from freetumor_core.records import TumorRecord
+from freetumor_core.volume import read_volume, write_volume
+
+from . import nodes
+from .runner import CoreProcess, CoreProcessError
+
+SIZE_CLASSES = ("tiny", "small", "medium", "large")
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """What to synthesize (the panel's settings).
+
+    Attributes:
+        organ: host organ: a label name (``liver``), a group (``kidney``) or a label id.
+        size: size class, one of ``tiny`` (5-10 mm), ``small`` (10-20), ``medium`` (20-40), ``large`` (40-80).
+        count: number of tumors.
+        seed: random seed (the same seed and inputs give the same tumors).
+        margin_mm: smallest distance from a tumor to the organ surface, mm.
+    """
+
+    organ: str = "liver"
+    size: str = "small"
+    count: int = 1
+    seed: int = 0
+    margin_mm: float = 3.0
+
+    def arguments(self, ct_path: Path, labels_path: Path, output: Path) -> list[str]:
+        """The ``freetumor`` command line (without the Python and ``--progress`` parts)."""
+        return [
+            "synthesize",
+            str(ct_path),
+            "--organs",
+            str(labels_path),
+            "--organ",
+            self.organ,
+            "--size",
+            self.size,
+            "--count",
+            str(int(self.count)),
+            "--seed",
+            str(int(self.seed)),
+            "--margin-mm",
+            f"{float(self.margin_mm):g}",
+            "-o",
+            str(output),
+        ]
+
+
+@dataclass
+class SynthesisOutputs:
+    """The nodes a finished job added to the scene, and the tumors it made."""
+
+    volume: slicer.vtkMRMLScalarVolumeNode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    table: slicer.vtkMRMLTableNode
+    markups: slicer.vtkMRMLMarkupsFiducialNode | None
+    records: list[TumorRecord] = field(default_factory=list)
+
+
+def write_inputs(
+    input_node: slicer.vtkMRMLScalarVolumeNode, organ_node: slicer.vtkMRMLNode, folder: Path
+) -> tuple[Path, Path]:
+    """Write the CT and the organ labels (on the CT's grid) to ``folder`` as NRRD.
+
+    Returns:
+        ``(ct_path, labels_path)``; the labels come with their ``labels.json`` name sidecar.
+    """
+    ct = nodes.volume_from_node(input_node)
+    labels = nodes.labels_from_node(organ_node, reference=input_node)
+    if not labels.volume.same_grid(ct):
+        labels = align_to(labels, ct)
+    ct_path = write_volume(ct, folder / "input_ct.nrrd")
+    labels_path = labels.save(folder / "input_labels.nrrd")
+    return ct_path, labels_path
+
+
+def read_records(path: Path) -> list[TumorRecord]:
+    """The tumors of ``tumors.json`` (``{"tumors": [TumorRecord dict, ...]}``).
+
+    Raises:
+        ValueError: the file is missing or not in that shape.
+    """
+    try:
+        payload = json.loads(path.read_text())
+        return [TumorRecord.from_dict(item) for item in payload["tumors"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: cannot read the tumor list: {error}") from None
+
+
+def load_outputs(
+    scene: slicer.vtkMRMLScene,
+    folder: Path,
+    input_node: slicer.vtkMRMLScalarVolumeNode,
+    add_markups: bool = True,
+) -> SynthesisOutputs:
+    """Add the job's outputs to ``scene``: ``<input> synthetic`` volume, ``<input> synthetic labels``
+    segmentation (organ and tumor segments), ``<input> synthetic tumors`` table and, optionally,
+    ``<input> tumor centres`` points.
+
+    Raises:
+        ValueError: an output is missing, unreadable, or not on the input's grid.
+    """
+    name = input_node.GetName()
+    original = nodes.volume_from_node(input_node)
+    synthetic = read_volume(folder / "ct.nii.gz")
+    if not synthetic.same_grid(original):
+        raise ValueError(f"{folder / 'ct.nii.gz'}: the synthetic CT is not on the input's grid")
+    records = read_records(folder / "tumors.json")
+    labels = read_labels(folder / "labels.nii.gz")
+    if not labels.volume.same_grid(original):
+        raise ValueError(f"{folder / 'labels.nii.gz'}: the synthetic labels are not on the input's grid")
+    labels = LabelMap(original.like(labels.array), labels.names)
+    volume_node = nodes.add_volume_node(
+        scene, original.like(synthetic.array), f"{name} synthetic", like=input_node
+    )
+    _copy_window_level(input_node, volume_node)
+    segmentation_node = nodes.add_segmentation_node(
+        scene,
+        labels,
+        f"{name} synthetic labels",
+        reference=volume_node,
+        tumor_ids=[record.label_id for record in records if record.label_id],
+    )
+    table_node = nodes.add_tumor_table(scene, records, f"{name} synthetic tumors")
+    markups_node = None
+    if add_markups and records:
+        markups_node = nodes.add_tumor_markups(scene, records, f"{name} tumor centres", like=input_node)
+    return SynthesisOutputs(volume_node, segmentation_node, table_node, markups_node, records)
+
+
+def _copy_window_level(source: slicer.vtkMRMLVolumeNode, target: slicer.vtkMRMLVolumeNode) -> None:
+    # Same window/level as the input, so real and synthetic look alike when compared.
+    source_display, target_display = source.GetDisplayNode(), target.GetDisplayNode()
+    if source_display is None or target_display is None:
+        return
+    if hasattr(source_display, "GetWindow") and not source_display.GetAutoWindowLevel():
+        target_display.SetAutoWindowLevel(False)
+        target_display.SetWindowLevel(source_display.GetWindow(), source_display.GetLevel())
+
+
+class SynthesisJob:
+    """Synthesize tumors into the CT of ``input_node`` in a background process.
+
+    Call :meth:`start`, then :meth:`poll` from a timer (or :meth:`wait` in a script). On success the
+    output nodes are added to the input's scene and ``on_done(SynthesisOutputs)`` is called; on
+    failure or cancellation ``on_error(exception)`` is called. The temporary folder is removed
+    in both cases (unless ``keep_folder``).
+    """
+
+    def __init__(
+        self,
+        input_node: slicer.vtkMRMLScalarVolumeNode,
+        organ_node: slicer.vtkMRMLNode,
+        request: SynthesisRequest,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_done: Callable[[SynthesisOutputs], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        add_markups: bool = True,
+        python: str | None = None,
+        keep_folder: bool = False,
+    ) -> None:
+        if input_node is None or organ_node is None:
+            raise ValueError("choose an input CT volume and its organ segmentation")
+        if request.size not in SIZE_CLASSES:
+            raise ValueError(f"unknown size class '{request.size}'; choose from {', '.join(SIZE_CLASSES)}")
+        self.input_node = input_node
+        self.organ_node = organ_node
+        self.request = request
+        self.on_progress = on_progress
+        self.on_done = on_done
+        self.on_error = on_error
+        self.add_markups = add_markups
+        self.python = python
+        self.keep_folder = keep_folder
+        self.folder: Path | None = None
+        self.outputs: SynthesisOutputs | None = None
+        self.error: Exception | None = None
+        self.process: CoreProcess | None = None
+
+    def start(self) -> SynthesisJob:
+        """Write the inputs and start the subprocess (takes about a second for a typical CT)."""
+        self.folder = Path(tempfile.mkdtemp(prefix="freetumor-"))
+        try:
+            ct_path, labels_path = write_inputs(self.input_node, self.organ_node, self.folder)
+            arguments = self.request.arguments(ct_path, labels_path, self.folder / "output")
+            self.process = CoreProcess(
+                arguments,
+                on_progress=self.on_progress,
+                on_done=self._loaded,
+                on_error=self._failed,
+                python=self.python,
+            ).start()
+        except BaseException:
+            self._clean()
+            raise
+        return self
+
+    def poll(self) -> bool:
+        """Deliver progress; returns True while the job runs (see :meth:`CoreProcess.poll`)."""
+        if self.process is None:
+            raise RuntimeError("poll() before start()")
+        return self.process.poll()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Poll until the job ends; False when ``timeout_s`` passed first."""
+        if self.process is None:
+            raise RuntimeError("wait() before start()")
+        return self.process.wait(timeout_s)
+
+    def cancel(self) -> None:
+        """Kill the subprocess; the next :meth:`poll` reports the cancellation."""
+        if self.process is not None:
+            self.process.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    def _loaded(self, _result: dict[str, Any]) -> None:
+        try:
+            scene = self.input_node.GetScene()
+            self.outputs = load_outputs(scene, self.folder / "output", self.input_node, self.add_markups)
+        except Exception as error:  # a bad output file: report it like a failed run
+            self._failed(error)
+            return
+        self._clean()
+        if self.on_done:
+            self.on_done(self.outputs)
+
+    def _failed(self, error: Exception) -> None:
+        self.error = error
+        self._clean()
+        if self.on_error:
+            self.on_error(error)
+
+    def _clean(self) -> None:
+        if self.folder is not None and not self.keep_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+__all__ = [
+    "SIZE_CLASSES",
+    "CoreProcessError",
+    "SynthesisJob",
+    "SynthesisOutputs",
+    "SynthesisRequest",
+    "load_outputs",
+    "read_records",
+    "write_inputs",
+]
