@@ -27,6 +27,7 @@ from .progress import emit
 # Suite name -> "module:function"; modules are imported only when their suite runs.
 SUITES: dict[str, str] = {
     "io": "freetumor_core.bench:io_suite",
+    "synthesis": "freetumor_core.synthesis.bench:synthesis_suite",
 }
 
 

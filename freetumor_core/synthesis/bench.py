@@ -1,0 +1,109 @@
+"""``freetumor bench synthesis``: time per tumor on a 96³ patch and on a whole CT, start-up, memory.
+
+Options (``--option KEY=VALUE``): ``ct`` and ``labels`` (a whole CT and its organ labels instead of
+the phantom), ``label_names`` (JSON name map), ``organ`` (default ``liver``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from ..bench import Bench
+from ..records import SIZE_CLASSES_MM
+
+PATCH = 96
+
+
+def _whole_ct(options: dict[str, str]):
+    from ..labels import align_to, read_labels
+    from ..phantom import make_phantom
+    from ..volume import read_ct
+
+    if options.get("ct"):
+        ct = read_ct(options["ct"])
+        return ct, align_to(read_labels(options["labels"], options.get("label_names")), ct)
+    return make_phantom(0)
+
+
+def liver_patch(ct, labels, organ: str = "liver", size: int = PATCH):
+    """A ``size``³ crop centred on the organ's centre of mass: a training patch."""
+    from ..labels import LabelMap
+
+    mask = labels.mask(organ)
+    centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+    start = np.clip(centre - size // 2, 0, np.maximum(np.asarray(ct.shape) - size, 0))
+    box = tuple(slice(a, a + size) for a in start)
+    origin = ct.index_to_lps(start)
+    patch_ct = type(ct)(np.ascontiguousarray(ct.array[box]), ct.spacing, tuple(origin), ct.direction)
+    patch_labels = LabelMap(patch_ct.like(np.ascontiguousarray(labels.array[box])), dict(labels.names))
+    return patch_ct, patch_labels
+
+
+def synthesis_suite(bench: Bench) -> None:
+    """Per-tumor time by size class on a 96³ patch; whole-CT time; start-up; whole-CT peak memory."""
+    from . import TumorSpec, synthesize
+
+    organ = bench.options.get("organ", "liver")
+    ct, labels = _whole_ct(bench.options)
+    patch_ct, patch_labels = liver_patch(ct, labels, organ)
+    seeds = itertools.count()
+    for size in SIZE_CLASSES_MM:
+        spec = TumorSpec(organ=organ, size=size, count=1, allow_shrink=True)
+        bench.time(
+            f"patch{PATCH}/{size}",
+            lambda spec=spec: synthesize(patch_ct, patch_labels, spec, seed=next(seeds)),
+            warmup=2,
+            repeat=max(bench.repeat, 15),
+        )
+    whole = TumorSpec(organ=organ, size="small", count=1)
+    bench.time("whole_ct/small", lambda: synthesize(ct, labels, whole, seed=next(seeds)), repeat=bench.repeat)
+
+    # Start-up and peak memory are measured in fresh processes, as a user would see them.
+    probe = subprocess.run(
+        [sys.executable, "-m", "freetumor_core.synthesis.bench", json.dumps(bench.options)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured = json.loads(probe.stdout.strip().splitlines()[-1])
+    bench.record("startup", measured["startup_s"], "s")
+    bench.record("peak_rss", measured["peak_rss_mb"], "MB")
+
+
+def _probe(options: dict[str, str]) -> dict[str, float]:
+    """In a fresh process: import to first patch tumor (s), then peak RSS of a whole-CT run (MB)."""
+    import resource
+    import time
+
+    start = time.perf_counter()
+    from ..phantom import make_phantom
+    from . import TumorSpec, synthesize
+
+    ct, labels = make_phantom(0) if not options.get("ct") else _whole_ct(options)
+    loaded = time.perf_counter()
+    patch_ct, patch_labels = liver_patch(ct, labels, options.get("organ", "liver"))
+    first = time.perf_counter()
+    synthesize(patch_ct, patch_labels, TumorSpec(organ=options.get("organ", "liver"), size="small"), seed=0)
+    done = time.perf_counter()
+    # Start-up: imports plus the first tumor; reading or building the input CT is not start-up.
+    startup = (loaded - start) - _input_seconds(options) + (done - first)
+    synthesize(ct, labels, TumorSpec(organ=options.get("organ", "liver"), size="small", count=2), seed=0)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return {"startup_s": startup, "peak_rss_mb": peak_mb}
+
+
+def _input_seconds(options: dict[str, str]) -> float:
+    import time
+
+    start = time.perf_counter()
+    _whole_ct(options)
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})))

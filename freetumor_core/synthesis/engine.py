@@ -1,0 +1,225 @@
+"""``synthesize``: put tumors into an organ of a CT (the handcrafted engine)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..errors import InputError
+from ..labels import LabelMap, align_to
+from ..records import TumorRecord
+from ..volume import Volume
+from .appearance import (
+    RING_MM,
+    appearance_for,
+    base_organ,
+    difference_map,
+    draw_look,
+    edge_width_mm,
+    mass_effect,
+    noise_sd_hu,
+)
+from .placement import ORGAN, Placer, class_table
+from .shapes import make_shape
+from .spec import SynthesisResult, TumorSpec
+
+ENGINE = "handcrafted"
+SHRINK_FACTOR = 0.8
+MASS_EFFECT_STRENGTH = 0.15  # tissue at the tumor's surface moves outwards by 15% of the radius
+CALIBRATION_LIMITS = (0.25, 4.0)
+
+
+def tumor_label(labels: LabelMap, organ: str) -> tuple[int, str]:
+    """Id and name of the ``<organ>_tumor`` label: the existing one, else the next unused id."""
+    name = f"{base_organ(organ)}_tumor"
+    for label, existing in sorted(labels.names.items()):
+        if existing.lower() == name:
+            return label, name
+    # Above every id in use and every named id, so no built-in name is reused.
+    return max(int(labels.array.max()), max(labels.names, default=0)) + 1, name
+
+
+def _output_labels(array: np.ndarray, tumor_id: int) -> np.ndarray:
+    """A copy of the label array in a dtype that can hold ``tumor_id``."""
+    if array.dtype.kind in "iu" and tumor_id <= np.iinfo(array.dtype).max:
+        return array.copy()
+    return array.astype(np.int32)
+
+
+def _organ_name(labels: LabelMap, organ: str, organ_ids: list[int]) -> str:
+    organ = organ.strip().lower().replace(" ", "_")
+    return labels.names.get(organ_ids[0], organ) if organ.isdigit() else organ
+
+
+def synthesize(
+    ct: Volume, organs: LabelMap, spec: TumorSpec | None = None, seed: int | None = None
+) -> SynthesisResult:
+    """Synthesize ``spec.count`` tumors inside ``spec.organ``.
+
+    Args:
+        ct: CT in HU, any spacing (anisotropic is fine); not modified.
+        organs: organ labels with names; put on the CT grid (with a warning) if not already there.
+        spec: what to make (default: one small liver tumor).
+        seed: random seed; the same inputs and seed give bit-identical outputs.
+
+    Returns:
+        The new CT (same grid and dtype), the label map with the original labels plus an
+        ``<organ>_tumor`` label, and one :class:`TumorRecord` per tumor.
+
+    Raises:
+        InputError: bad spec, unknown or empty organ, or an organ that cannot hold the tumors
+            (unless ``spec.allow_shrink``, which shrinks them with a warning).
+    """
+    spec = (spec or TumorSpec()).validated()
+    organs = align_to(organs, ct)
+    source = organs.volume.metadata.get("freetumor:source")
+    organ_ids = organs.ids_for(spec.organ)
+    if not organ_ids:
+        known = ", ".join(sorted(set(organs.present().values()))) or "none"
+        raise InputError(f"no label named '{spec.organ}' (labels present: {known})", source)
+    organ = _organ_name(organs, spec.organ, organ_ids)
+    rng = np.random.default_rng(seed)
+    tumor_id, tumor_name = tumor_label(organs, organ)
+    labels_out = _output_labels(organs.array, tumor_id)
+    table_size = max(int(labels_out.max()), max(organs.names, default=0), tumor_id) + 1
+    table = class_table(organs.names, organ_ids, [tumor_id], table_size)
+    ct_out = ct.array.copy()
+    spacing = ct.spacing_zyx
+    placer = Placer(labels_out, table, spacing, rng)
+    if len(placer.organ_voxels(1)) == 0:
+        raise InputError(f"organ mask '{spec.organ}' is empty (labels {organ_ids} have no voxels)", source)
+    appearance = appearance_for(organ)
+    pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, 1.5 + RING_MM) + float(spacing.max())
+    smallest_mm = max(3.0, 1.2 * float(spacing.max()))
+
+    records: list[TumorRecord] = []
+    for number in range(1, spec.count + 1):
+        requested = diameter = spec.draw_diameter_mm(rng)
+        while True:
+            shape = make_shape(diameter, spacing, rng, spec.irregularity, spec.lobulation, pad_mm)
+            centre = placer.place(shape, spec.margin_mm, spec.avoid_margin_mm)
+            if centre is not None:
+                break
+            problem = (
+                f"organ '{organ}' cannot hold tumor {number} of {spec.count} ({diameter:.1f} mm, "
+                f"{spec.margin_mm:g} mm from its surface and other tumors, {spec.avoid_margin_mm:g} mm "
+                "from vessels and lesions)"
+            )
+            if not spec.allow_shrink or diameter * SHRINK_FACTOR < smallest_mm:
+                hint = "" if spec.allow_shrink else "; allow shrinking, or "
+                raise InputError(
+                    f"{problem}{hint or '; '}ask for smaller or fewer tumors or smaller margins", source
+                )
+            warnings.warn(f"{problem}; trying {diameter * SHRINK_FACTOR:.1f} mm instead", stacklevel=2)
+            diameter *= SHRINK_FACTOR
+        look = draw_look(appearance, rng, spec.contrast_hu, spec.necrosis, spec.rim)
+        record = _paint(ct, ct_out, labels_out, table, shape, centre, look, tumor_id, spec, rng)
+        record.organ = organ
+        record.extra.update(requested_diameter_mm=round(requested, 3), shrunk=diameter < requested)
+        records.append(record)
+
+    names = dict(organs.names)
+    names[tumor_id] = tumor_name
+    labels_volume = organs.volume.like(labels_out, organs.volume.metadata)
+    return SynthesisResult(ct.like(ct_out, ct.metadata), LabelMap(labels_volume, names), records)
+
+
+def _paint(
+    ct: Volume,
+    ct_out: np.ndarray,
+    labels_out: np.ndarray,
+    table: np.ndarray,
+    shape,
+    centre: np.ndarray,
+    look,
+    tumor_id: int,
+    spec: TumorSpec,
+    rng: np.random.Generator,
+) -> TumorRecord:
+    """Paint one placed tumor into ``ct_out`` and ``labels_out`` (in place); return its record."""
+    start = centre - shape.centre_index
+    box = tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True))
+    if spec.mass_effect:
+        _displace(ct_out, labels_out, centre, shape.radius_mm, ct.spacing_zyx, tumor_id, rng)
+    values = ct_out[box].astype(np.float32)
+    organ = table[labels_out[box]] == ORGAN
+    mask = shape.mask
+    edge = edge_width_mm(shape.radius_mm)
+    ring = organ & ~shape.zone(edge / 2.0) & shape.zone(edge / 2.0 + RING_MM)
+    difference = difference_map(shape, look, rng)
+    difference[~(organ | mask)] = 0.0
+
+    # Calibrate so the measured contrast (tumor mean minus ring mean) equals the drawn contrast.
+    host_tumor = float(values[mask].mean())
+    host_ring = float(values[ring].mean()) if ring.any() else host_tumor
+    added_tumor = float(difference[mask].mean())
+    gain = 1.0
+    if abs(added_tumor) > 1e-3:
+        gain = float(
+            np.clip((look.contrast_hu - (host_tumor - host_ring)) / added_tumor, *CALIBRATION_LIMITS)
+        )
+    values += np.float32(gain) * difference
+    if ct_out.dtype.kind in "iu":
+        limits = np.iinfo(ct_out.dtype)
+        values = np.clip(np.rint(values), limits.min, limits.max)
+    ct_out[box] = values.astype(ct_out.dtype)
+    labels_out[box][mask] = tumor_id
+
+    final = ct_out[box].astype(np.float32)
+    voxels = np.argwhere(mask) + start
+    count = len(voxels)
+    volume_ml = count * ct.voxel_volume_ml
+    mean_hu = float(final[mask].mean())
+    ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
+    interior = mask & (shape.depth_mm() >= edge)
+    return TumorRecord(
+        organ="",
+        centre_ras_mm=tuple(float(c) for c in ct.index_to_ras(voxels.mean(axis=0))),
+        diameter_mm=float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi)),
+        volume_ml=float(volume_ml),
+        mean_hu=mean_hu,
+        contrast_hu=mean_hu - ring_hu,
+        engine=ENGINE,
+        label_id=int(tumor_id),
+        extra={
+            "target_contrast_hu": round(look.contrast_hu, 3),
+            "texture_sd_hu": round(look.texture_sd_hu, 3),
+            "host_noise_sd_hu": _rounded(noise_sd_hu(final, ring)),
+            "tumor_noise_sd_hu": _rounded(noise_sd_hu(final, interior if interior.sum() > 32 else mask)),
+            "necrosis": look.necrosis_hu is not None,
+            "rim": look.rim_hu is not None,
+            "mass_effect": bool(spec.mass_effect),
+        },
+    )
+
+
+def _rounded(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None
+
+
+def _displace(
+    ct_out: np.ndarray,
+    labels_out: np.ndarray,
+    centre: np.ndarray,
+    radius_mm: float,
+    spacing: np.ndarray,
+    tumor_id: int,
+    rng: np.random.Generator,
+) -> None:
+    """Mass effect on a box reaching two radii beyond the tumor centre (in place)."""
+    reach = np.ceil(3.0 * radius_mm / spacing).astype(int)
+    low = np.maximum(centre - reach, 0)
+    high = np.minimum(centre + reach + 1, ct_out.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    values = ct_out[box].astype(np.float32)
+    labels = labels_out[box]
+    moved_values, moved_labels = mass_effect(
+        values, labels, labels == tumor_id, centre - low, radius_mm, spacing, MASS_EFFECT_STRENGTH, rng
+    )
+    if ct_out.dtype.kind in "iu":
+        limits = np.iinfo(ct_out.dtype)
+        moved_values = np.clip(np.rint(moved_values), limits.min, limits.max)
+    ct_out[box] = moved_values.astype(ct_out.dtype)
+    labels_out[box] = moved_labels
