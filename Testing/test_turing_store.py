@@ -24,6 +24,7 @@ from freetumor_core.errors import InputError
 from freetumor_core.turing.build import StudyCase, write_study
 from freetumor_core.turing.datalist import read_datalist
 from freetumor_core.turing.realcases import read_real_lesions
+from freetumor_core.turing.scoring import wilson_interval
 from freetumor_core.turing.store import AnswerLocked, reader_order
 from freetumor_core.turing.study import Study
 
@@ -309,3 +310,103 @@ def test_headless_commands(study_folder: Path, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["readers"] == {"eve": {"answered": 1, "remaining": 8}}
     assert cli_main(["vtt", "cases", os.fspath(study_folder.parent), "--reader", "eve"]) == 2
     assert "no study.json" in capsys.readouterr().err
+
+
+def test_score_against_a_key_by_hand(study_folder: Path, tmp_path: Path, capsys) -> None:
+    """A key written by hand for the study's case ids, answers given by hand, counts done by hand."""
+    study = Study.open(study_folder)
+    ids = study.case_ids  # 9 cases
+    origins = ["synthetic"] * 5 + ["real"] * 4
+    organs = ["liver", "liver", "pancreas", "pancreas", "liver", "liver", "liver", "pancreas", "pancreas"]
+    diameters = [15.0, 30.0, 15.0, 50.0, 30.0, 15.0, 30.0, 50.0, 15.0]
+    key = {
+        "study_id": study.study_id,
+        "cases": {
+            case_id: {
+                "origin": origin,
+                "organ": organ,
+                "tumors": [{"diameter_mm": diameter, "organ": organ}],
+            }
+            for case_id, origin, organ, diameter in zip(ids, origins, organs, diameters, strict=True)
+        },
+    }
+    key_path = tmp_path / "key.json"
+    key_path.write_text(json.dumps(key))
+    # Reader "r1": synthetic cases S S R S R, real cases R S R R; confidences 5 4 2 3 1 | 5 2 4 3.
+    r1 = ["synthetic", "synthetic", "real", "synthetic", "real", "real", "synthetic", "real", "real"]
+    c1 = [5, 4, 2, 3, 1, 5, 2, 4, 3]
+    # Reader "r2" answers only the first 6 cases: S R R S S | S.
+    r2 = ["synthetic", "real", "real", "synthetic", "synthetic", "synthetic"]
+    c2 = [4, 4, 4, 2, 2, 2]
+    for case_id, call, confidence in zip(ids, r1, c1, strict=True):
+        study.answer("r1", case_id, call, confidence)
+    for case_id, call, confidence in zip(ids[:6], r2, c2, strict=True):
+        study.answer("r2", case_id, call, confidence)
+    arguments = ["vtt", "score", str(study_folder), "--key", str(key_path)]
+    outputs = [
+        "--json",
+        str(tmp_path / "s.json"),
+        "--csv",
+        str(tmp_path / "a.csv"),
+        "--png",
+        str(tmp_path / "f.png"),
+    ]
+    assert cli_main([*arguments, *outputs]) == 0
+    assert "pooled" in capsys.readouterr().out
+    scores = json.loads((tmp_path / "s.json").read_text())
+
+    # r1: synthetic called synthetic 3/5, real called real 3/4, right 6/9.
+    reader = scores["readers"]["r1"]
+    assert (reader["sensitivity"], reader["specificity"], reader["accuracy"]) == (3 / 5, 3 / 4, 6 / 9)
+    # r2: synthetic 3/5, real 0/1, right 3/6.
+    reader = scores["readers"]["r2"]
+    assert (reader["sensitivity"], reader["specificity"], reader["accuracy"]) == (3 / 5, 0.0, 3 / 6)
+    # Pooled: 6/10, 3/5, 9/15 with Wilson intervals.
+    pooled = scores["pooled"]
+    assert (pooled["n"], pooled["sensitivity"], pooled["specificity"], pooled["accuracy"]) == (
+        15,
+        0.6,
+        0.6,
+        0.6,
+    )
+    assert pooled["sensitivity_ci95"] == pytest.approx(list(wilson_interval(6, 10)))
+    assert pooled["accuracy_ci95"] == pytest.approx(list(wilson_interval(9, 15)))
+    # By organ (pooled): liver = cases 0, 1, 4 (synthetic) and 5, 6 (real).
+    # r1 calls S S R | R S: right on 0, 1, 5; r2 (cases < 6) calls S R S | S: right on 0, 4.
+    # n = 5 + 4 = 9, right 5; synthetic right 4 of 6; real right 1 of 3.
+    liver = pooled["by_organ"]["liver"]
+    assert (liver["n"], liver["accuracy"], liver["sensitivity"], liver["specificity"]) == (
+        9,
+        5 / 9,
+        4 / 6,
+        1 / 3,
+    )
+    # By size: small (15 mm) = cases 0,2,5,8: r1 right on 0,5,8; r2 right on 0 -> 4/7.
+    assert pooled["by_size"]["small"]["accuracy"] == pytest.approx(4 / 7)
+    assert set(pooled["by_size"]) == {"small", "medium", "large"}
+    # By confidence (pooled): confidence 4 = r1 cases 1,7 (right, right) + r2 cases 0,1,2 (right,
+    # wrong, wrong) -> 3/5; confidence 1 = r1 case 4 (wrong) -> 0/1.
+    assert pooled["by_confidence"]["4"] == {
+        "n": 5,
+        "accuracy": 0.6,
+        "accuracy_ci95": list(wilson_interval(3, 5)),
+    }
+    assert pooled["by_confidence"]["1"]["accuracy"] == 0.0
+    # Agreement over the 6 cases both answered: r1 S S R S R R, r2 S R R S S S -> agree on 0, 2, 3.
+    # P = 3/6; shares: synthetic 7/12, real 5/12 -> chance 74/144; kappa = (1/2 - 74/144) / (70/144).
+    assert scores["agreement"]["n_cases"] == 6
+    assert scores["agreement"]["fleiss_kappa"] == pytest.approx((1 / 2 - 74 / 144) / (70 / 144))
+
+    lines = (tmp_path / "a.csv").read_text().splitlines()
+    assert len(lines) == 16 and lines[0].startswith("reader,case_id,origin,organ,size_class,call,correct")
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A key for another study, or one that lacks cases, is refused with the key file named.
+    wrong = dict(key, study_id="another")
+    (tmp_path / "wrong.json").write_text(json.dumps(wrong))
+    assert cli_main(["vtt", "score", str(study_folder), "--key", str(tmp_path / "wrong.json")]) == 2
+    assert "wrong.json: key belongs to study another" in capsys.readouterr().err
+    partial = dict(key, cases=dict(list(key["cases"].items())[:3]))
+    (tmp_path / "partial.json").write_text(json.dumps(partial))
+    assert cli_main(["vtt", "score", str(study_folder), "--key", str(tmp_path / "partial.json")]) == 2
+    assert "key and study cases differ" in capsys.readouterr().err
