@@ -1,0 +1,386 @@
+"""FreeTumor: paint synthetic tumors into an organ of a CT, from 3D Slicer.
+
+The panel is thin: it turns the chosen nodes into files, runs ``freetumor synthesize`` in a
+background process (``PythonSlicer -m freetumor_core ... --progress json``), shows its progress,
+and loads the results as nodes. All the work lives in the ``freetumor_core`` package; the MRML
+conversion, the process runner and the job live in ``FreeTumorLib`` (usable without the GUI).
+
+This file needs Slicer's application (``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``). Code
+that needs ``freetumor_core`` is imported only once the core is known to be installed, so the
+panel can offer to install it. (No ``from __future__ import annotations`` here: the parameter node
+wrapper reads the class annotations as types.)
+"""
+
+import logging
+from typing import Annotated, Union
+
+import qt
+import slicer
+import vtk
+from FreeTumorLib import dependencies
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+SIZE_CLASSES = ("tiny", "small", "medium", "large")
+DEFAULT_ORGANS = ("liver", "pancreas", "kidney")
+POLL_INTERVAL_MS = 200
+
+
+#
+# Module
+#
+class FreeTumor(ScriptedLoadableModule):
+    """Module metadata."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("FreeTumor")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["FreeTumor developers"]
+        self.parent.helpText = _(
+            "Synthesize realistic tumors inside an organ of a CT (liver, pancreas, kidney, ...). "
+            "Choose the CT and its organ segmentation (for example from TotalSegmentator), the organ, "
+            "the size class and the number of tumors, then Apply. The result is a new volume "
+            "'&lt;CT&gt; synthetic', a segmentation with organ and tumor segments, a table of the "
+            "tumors (diameter, volume, contrast, centre) and, optionally, points at the tumor centres. "
+            "The work runs in a background process; Cancel stops it."
+        )
+        self.parent.acknowledgementText = _(
+            "FreeTumor implements the method of 'FreeTumor: Large-Scale Generative Tumor Synthesis in "
+            "Computed Tomography Images for Improving Tumor Segmentation'."
+        )
+
+
+#
+# Parameters
+#
+@parameterNodeWrapper
+class FreeTumorParameterNode:
+    """The panel's settings, saved with the scene.
+
+    inputVolume: CT in HU. organSegmentation: its organ segmentation or label map.
+    organ: host organ name. size: size class. count: number of tumors. seed: random seed.
+    marginMm: smallest tumor-to-organ-surface distance (mm). markCentres: add centre points.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    organSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007
+    organ: Annotated[str, Default("liver")]
+    size: Annotated[str, Choice(list(SIZE_CLASSES)), Default("small")]
+    count: Annotated[int, WithinRange(1, 50), Default(1)]
+    seed: Annotated[int, WithinRange(0, 99999999), Default(0)]
+    marginMm: Annotated[float, WithinRange(0.0, 50.0), Default(3.0)]
+    markCentres: Annotated[bool, Default(True)]
+
+
+#
+# Widget
+#
+class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: connects the GUI to the parameter node, starts the logic, shows progress."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+        self._timer = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/FreeTumor.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = FreeTumorLogic()
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self.onTimer)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        # The organ list depends on the chosen segmentation, so it is kept in step by hand.
+        self.ui.organSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOrgansChanged)
+        self.ui.organComboBox.connect("currentTextChanged(QString)", self.onOrganChanged)
+
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._job is not None and self._job.running:
+            self._job.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not self._parameterNode.organSegmentation:
+            self._parameterNode.organSegmentation = slicer.mrmlScene.GetFirstNodeByClass(
+                "vtkMRMLSegmentationNode"
+            )
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
+            self.onOrgansChanged(self._parameterNode.organSegmentation)
+            self._updateButtons()
+
+    # -- GUI state ------------------------------------------------------------------------------
+    def _updateButtons(self, caller=None, event=None) -> None:
+        running = self._job is not None and self._job.running
+        ready = bool(
+            self._parameterNode
+            and self._parameterNode.inputVolume
+            and self._parameterNode.organSegmentation
+            and self._parameterNode.organ.strip()
+        )
+        self.ui.applyButton.enabled = ready and not running
+        self.ui.cancelButton.enabled = running
+        self.ui.applyButton.toolTip = (
+            _("Synthesize tumors in a background process.")
+            if ready
+            else _("Choose a CT, its organs and an organ.")
+        )
+
+    def onOrgansChanged(self, node) -> None:
+        """Offer the organs of the chosen segmentation (keeping the current choice when present)."""
+        from FreeTumorLib.nodes import segment_names
+
+        current = self._parameterNode.organ if self._parameterNode else self.ui.organComboBox.currentText
+        names = segment_names(node) if dependencies.core_available() else []
+        choices = (
+            list(DEFAULT_ORGANS) + sorted(set(names) - set(DEFAULT_ORGANS)) if names else list(DEFAULT_ORGANS)
+        )
+        wasBlocked = self.ui.organComboBox.blockSignals(True)
+        self.ui.organComboBox.clear()
+        self.ui.organComboBox.addItems(choices)
+        self.ui.organComboBox.setCurrentText(current or DEFAULT_ORGANS[0])
+        self.ui.organComboBox.blockSignals(wasBlocked)
+
+    def onOrganChanged(self, text: str) -> None:
+        if self._parameterNode and self._parameterNode.organ != text:
+            self._parameterNode.organ = text
+
+    # -- running --------------------------------------------------------------------------------
+    def onApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not start the tumor synthesis."), waitCursor=True):
+            if not dependencies.ensure_core():
+                return
+            self.ui.progressBar.setRange(0, 0)  # busy until the first progress event gives a total
+            self._setStatus(_("Starting..."))
+            self._job = self.logic.start(
+                self._parameterNode,
+                onProgress=self.onProgress,
+                onDone=self.onDone,
+                onError=self.onError,
+            )
+            self._timer.start()
+        self._updateButtons()
+
+    def onCancelButton(self) -> None:
+        if self._job is not None:
+            self._setStatus(_("Cancelling..."))
+            self._job.cancel()
+
+    def onTimer(self) -> None:
+        if self._job is None or not self._job.poll():
+            self._timer.stop()
+            self._updateButtons()
+
+    def onProgress(self, event: dict) -> None:
+        total, done = event.get("total"), event.get("done", 0)
+        if total:
+            self.ui.progressBar.setRange(0, int(total))
+            self.ui.progressBar.setValue(int(done))
+        self._setStatus(f"{event.get('task', '')}: {done}/{total or '?'}")
+
+    def onDone(self, outputs) -> None:
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.setValue(100)
+        sizes = ", ".join(f"{record.diameter_mm:.0f} mm" for record in outputs.records)
+        self._setStatus(
+            _("Done: {count} tumor(s) in {organ} ({sizes}).").format(
+                count=len(outputs.records), organ=self._parameterNode.organ, sizes=sizes
+            )
+        )
+        slicer.util.setSliceViewerLayers(background=outputs.volume, fit=False)
+
+    def onError(self, error: Exception) -> None:
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.progressBar.setValue(0)
+        if getattr(error, "message", None) == "cancelled":
+            self._setStatus(_("Cancelled."))
+            return
+        self._setStatus(_("Failed: {error}").format(error=error))
+        slicer.util.errorDisplay(str(error), windowTitle=_("FreeTumor"))
+
+    def _setStatus(self, text: str) -> None:
+        self.ui.statusLabel.text = text
+        logging.info("FreeTumor: %s", text)
+
+
+#
+# Logic
+#
+class FreeTumorLogic(ScriptedLoadableModuleLogic):
+    """The module's work without any GUI; usable from Slicer's Python console::
+
+    logic = slicer.util.getModuleLogic("FreeTumor")
+    outputs = logic.run(ctNode, segmentationNode, organ="liver", size="small", count=2, seed=1)
+    """
+
+    def getParameterNode(self):
+        return FreeTumorParameterNode(super().getParameterNode())
+
+    def start(self, parameters, onProgress=None, onDone=None, onError=None):
+        """Start a synthesis job in a background process from the panel's parameters.
+
+        Returns:
+            a running ``FreeTumorLib.synthesis.SynthesisJob``; poll it from a timer.
+
+        Raises:
+            ValueError: a node is missing or a setting is invalid.
+        """
+        from FreeTumorLib.synthesis import SynthesisJob, SynthesisRequest
+
+        request = SynthesisRequest(
+            organ=parameters.organ.strip(),
+            size=parameters.size,
+            count=parameters.count,
+            seed=parameters.seed,
+            margin_mm=parameters.marginMm,
+        )
+        job = SynthesisJob(
+            parameters.inputVolume,
+            parameters.organSegmentation,
+            request,
+            on_progress=onProgress,
+            on_done=onDone,
+            on_error=onError,
+            add_markups=parameters.markCentres,
+        )
+        return job.start()
+
+    def run(
+        self,
+        inputVolume,
+        organSegmentation,
+        organ="liver",
+        size="small",
+        count=1,
+        seed=0,
+        marginMm=3.0,
+        markCentres=True,
+        timeoutS=None,
+    ):
+        """Synthesize and wait (blocks; for scripts and tests).
+
+        Returns:
+            ``SynthesisOutputs`` (volume, segmentation, table, markups nodes and the tumor records).
+
+        Raises:
+            the job's error (``CoreProcessError`` for a failed run, ``ValueError`` for bad outputs),
+            or ``TimeoutError`` after ``timeoutS`` seconds.
+        """
+        parameters = self.getParameterNode()
+        parameters.inputVolume = inputVolume
+        parameters.organSegmentation = organSegmentation
+        parameters.organ = organ
+        parameters.size = size
+        parameters.count = count
+        parameters.seed = seed
+        parameters.marginMm = marginMm
+        parameters.markCentres = markCentres
+        job = self.start(parameters)
+        if not job.wait(timeoutS):
+            job.cancel()
+            job.wait()
+            raise TimeoutError(f"tumor synthesis did not finish within {timeoutS} s")
+        if job.error is not None:
+            raise job.error
+        return job.outputs
+
+
+#
+# Self-test
+#
+class FreeTumorTest(ScriptedLoadableModuleTest):
+    """Runs the whole module path on the built-in phantom: nodes -> subprocess -> nodes."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_synthesis_on_phantom()
+
+    def test_synthesis_on_phantom(self):
+        import numpy as np
+        from FreeTumorLib import nodes
+
+        from freetumor_core.phantom import make_phantom
+
+        self.delayDisplay("Building the phantom")
+        ct, labels = make_phantom(seed=0)
+        ctNode = nodes.add_volume_node(slicer.mrmlScene, ct, "phantom")
+        organs = nodes.add_segmentation_node(slicer.mrmlScene, labels, "phantom organs", reference=ctNode)
+
+        self.delayDisplay("Synthesizing two small liver tumors")
+        outputs = FreeTumorLogic().run(
+            ctNode, organs, organ="liver", size="small", count=2, seed=3, timeoutS=600
+        )
+
+        self.assertEqual(outputs.volume.GetName(), "phantom synthetic")
+        self.assertEqual(len(outputs.records), 2)
+        self.assertEqual(outputs.table.GetNumberOfRows(), 2)
+        synthetic = nodes.volume_from_node(outputs.volume)
+        self.assertTrue(synthetic.same_grid(ct))
+        changed = synthetic.array != ct.array
+        self.assertTrue(changed.any())
+        # Tumors change the CT only inside the liver.
+        self.assertFalse((changed & ~labels.mask("liver")).any())
+        for record in outputs.records:
+            self.assertTrue(10.0 <= record.diameter_mm < 20.0, record)
+        names = nodes.segment_names(outputs.segmentation)
+        self.assertIn("liver", names)
+        self.assertTrue(any(nodes.is_tumor_name(name) for name in names), names)
+        self.assertEqual(outputs.markups.GetNumberOfControlPoints(), 2)
+        self.assertTrue(np.isfinite(nodes.volume_from_node(outputs.volume).array).all())
+        self.delayDisplay("Test passed")
