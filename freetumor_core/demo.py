@@ -6,16 +6,22 @@ from pathlib import Path
 
 from .phantom import make_phantom
 from .progress import track
-from .volume import check_hu, write_volume
+from .volume import check_hu
 
 
 def run_demo(output: Path, seed: int = 7) -> dict[str, Path]:
-    """Build the phantom, check it, and write its CT and labels to ``output``.
+    """Build the phantom, synthesize two small liver tumors into it, and write the results.
+
+    Writes the same outputs as ``freetumor synthesize``: ``ct.nii.gz``, ``labels.nii.gz`` (+
+    ``labels.json``), ``tumors.json`` and ``snapshot.png``.
 
     Returns:
         output name -> path.
     """
-    steps = ["phantom", "check", "write"]
+    from .synthesis import TumorSpec, synthesize
+    from .synthesis.outputs import write_result
+
+    steps = ["phantom", "check", "synthesize", "write"]
     outputs: dict[str, Path] = {}
     for step in track(steps, "demo"):
         if step == "phantom":
@@ -23,7 +29,8 @@ def run_demo(output: Path, seed: int = 7) -> dict[str, Path]:
         elif step == "check":
             check_hu(ct, "phantom")
             labels.mask("liver")
+        elif step == "synthesize":
+            result = synthesize(ct, labels, TumorSpec(organ="liver", size="small", count=2), seed=seed)
         else:
-            outputs["ct"] = write_volume(ct, output / "ct.nii.gz")
-            outputs["labels"] = labels.save(output / "labels.nii.gz")
+            outputs = write_result(result, output)
     return outputs
