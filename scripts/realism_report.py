@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,18 @@ NPZ_HU_OFFSET = 104.35
 IRCADB_LIVER, IRCADB_TUMOR, IRCADB_VESSELS = 1, 2, 3
 # Volume of a 5 mm ball, the lower bound of the smallest size class ("tiny").
 MIN_LESION_ML = math.pi / 6 * 5.0**3 / 1000.0
-COLUMNS = ("kind", "source", "organ", "host", "seed", "spacing_mm", "voxels", *DESCRIPTORS, "shell_hu")
+COLUMNS = (
+    "kind",
+    "source",
+    "organ",
+    "host",
+    "seed",
+    "requested_diameter_mm",
+    "spacing_mm",
+    "voxels",
+    *DESCRIPTORS,
+    "shell_hu",
+)
 
 
 @dataclass
@@ -73,6 +85,7 @@ class Lesion:
     organ_mask: np.ndarray | None = None
     host: str = ""
     seed: int | None = None
+    requested_diameter_mm: float | None = None
 
 
 def _components(mask: np.ndarray, spacing_zyx_mm: np.ndarray) -> list[np.ndarray]:
@@ -161,7 +174,13 @@ def _host(name: str, data: Path):
 
 
 def _synthetic(data: Path, hosts: Sequence[str], seeds: Sequence[int], diameters_mm: Sequence[float]):
-    jobs = [(host, diameter, seed) for host in hosts for diameter in diameters_mm for seed in seeds]
+    # Each size gets its own seeds, so that two sizes do not repeat the same random shapes.
+    jobs = [
+        (host, diameter, seed + 100 * number)
+        for host in hosts
+        for number, diameter in enumerate(diameters_mm)
+        for seed in seeds
+    ]
     if not jobs:
         return
     from freetumor_core.synthesis import TumorSpec, synthesize
@@ -171,9 +190,12 @@ def _synthetic(data: Path, hosts: Sequence[str], seeds: Sequence[int], diameters
         if host not in loaded:
             loaded[host] = _host(host, data)
         ct, organs = loaded[host]
-        result = synthesize(
-            ct, organs, TumorSpec(organ="liver", diameter_mm=float(diameter), count=1), seed=seed
-        )
+        # A small liver (the TotalSegmentator example) may not hold the largest real size: shrink then,
+        # and keep the requested size in the table, rather than drop the host.
+        spec = TumorSpec(organ="liver", diameter_mm=float(diameter), count=1, allow_shrink=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = synthesize(ct, organs, spec, seed=seed)
         tumor_all = result.labels.mask("liver_tumor")
         existing = organs.mask("liver_tumor") if "liver_tumor" in organs.names.values() else None
         new_tumor = tumor_all & ~existing if existing is not None else tumor_all
@@ -189,6 +211,7 @@ def _synthetic(data: Path, hosts: Sequence[str], seeds: Sequence[int], diameters
                 liver,
                 host,
                 seed,
+                requested_diameter_mm=float(diameter),
             )
 
 
@@ -206,6 +229,7 @@ def describe(lesion: Lesion) -> dict:
         "organ": lesion.organ,
         "host": lesion.host,
         "seed": "" if lesion.seed is None else lesion.seed,
+        "requested_diameter_mm": "" if lesion.requested_diameter_mm is None else lesion.requested_diameter_mm,
         "spacing_mm": spacing,
     }
     return {**row, **values}
