@@ -182,6 +182,7 @@ def _labels_from_segmentation(
     if min(label_values) <= 0 or len(set(label_values)) != len(label_values):
         label_values = list(range(1, len(segment_ids) + 1))
     scene = node.GetScene()
+    before = _node_ids(scene)
     exported = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__freetumor_export__")
     try:
         id_array = vtk.vtkStringArray()
@@ -198,7 +199,8 @@ def _labels_from_segmentation(
             raise ValueError(f"could not export segmentation '{node.GetName()}' to a label map")
         volume = volume_from_node(exported)
     finally:
-        _remove_with_display(scene, exported)
+        # The export adds the label map, its display node and a colour table: remove them all.
+        _remove_nodes_added_since(scene, before)
     # The export numbers segments 1..N in the order given; map them to the label values.
     lookup = np.zeros(len(segment_ids) + 1, dtype=np.int32)
     lookup[1:] = label_values
@@ -212,12 +214,16 @@ def _labels_from_segmentation(
     return LabelMap(volume, names)
 
 
-def _remove_with_display(scene: slicer.vtkMRMLScene, node: slicer.vtkMRMLNode) -> None:
-    for index in range(node.GetNumberOfDisplayNodes() if hasattr(node, "GetNumberOfDisplayNodes") else 0):
-        display = node.GetNthDisplayNode(index)
-        if display is not None:
-            scene.RemoveNode(display)
-    scene.RemoveNode(node)
+def _node_ids(scene: slicer.vtkMRMLScene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _remove_nodes_added_since(scene: slicer.vtkMRMLScene, before: set[str]) -> None:
+    for node_id in _node_ids(scene) - before:
+        node = scene.GetNodeByID(node_id)
+        # The subject hierarchy is the scene's own singleton, created on first use.
+        if node is not None and not isinstance(node, slicer.vtkMRMLSubjectHierarchyNode):
+            scene.RemoveNode(node)
 
 
 def add_segmentation_node(
@@ -240,18 +246,21 @@ def add_segmentation_node(
     present = labels.present()
     if not present:
         raise ValueError("label map has no labelled voxel: nothing to show as segments")
-    temporary = add_volume_node(scene, labels.volume, "__freetumor_import__", "vtkMRMLLabelMapVolumeNode")
     node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    before = _node_ids(scene)
     try:
-        node.CreateDefaultDisplayNodes()
+        temporary = add_volume_node(scene, labels.volume, "__freetumor_import__", "vtkMRMLLabelMapVolumeNode")
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference or temporary)
         if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(temporary, node):
             raise ValueError(f"could not import the label map into segmentation '{name}'")
     except BaseException:
+        _remove_nodes_added_since(scene, before)
+        scene.RemoveNode(node.GetDisplayNode())
         scene.RemoveNode(node)
         raise
-    finally:
-        _remove_with_display(scene, temporary)
+    # The temporary label map, its display node and colour table.
+    _remove_nodes_added_since(scene, before)
     segmentation = node.GetSegmentation()
     organ_index = 0
     for index in range(segmentation.GetNumberOfSegments()):

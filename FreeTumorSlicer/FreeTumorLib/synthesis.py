@@ -63,6 +63,8 @@ class SynthesisRequest:
             str(int(self.seed)),
             "--margin-mm",
             f"{float(self.margin_mm):g}",
+            # The panel shows the result in Slicer's own views; skip the offscreen snapshot.
+            "--no-snapshot",
             "-o",
             str(output),
         ]
