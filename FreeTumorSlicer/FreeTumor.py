@@ -181,10 +181,12 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onOrgansChanged(self, node) -> None:
         """Offer the organs of the chosen segmentation (keeping the current choice when present)."""
-        from FreeTumorLib.nodes import segment_names
-
         current = self._parameterNode.organ if self._parameterNode else self.ui.organComboBox.currentText
-        names = segment_names(node) if dependencies.core_available() else []
+        names = []
+        if dependencies.core_available():  # FreeTumorLib.nodes needs the core
+            from FreeTumorLib.nodes import segment_names
+
+            names = segment_names(node)
         choices = (
             list(DEFAULT_ORGANS) + sorted(set(names) - set(DEFAULT_ORGANS)) if names else list(DEFAULT_ORGANS)
         )

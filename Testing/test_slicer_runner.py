@@ -42,8 +42,11 @@ def test_progress_events_and_result_arrive_through_poll(tmp_path):
     assert polls > 0, "poll() reported the end before the process could have finished"
     assert process.exit_code == 0 and not process.running
     assert seen["error"] == []
-    counts = [(event["task"], event["done"], event["total"]) for event in seen["progress"]]
-    assert counts == [("demo", done, 3) for done in range(4)]
+    # Every step of the demo, in order, from 0 to its total.
+    assert {event["task"] for event in seen["progress"]} == {"demo"}
+    total = seen["progress"][0]["total"]
+    assert total >= 2
+    assert [event["done"] for event in seen["progress"]] == list(range(total + 1))
     assert len(seen["done"]) == 1
     outputs = seen["done"][0]["outputs"]
     assert Path(outputs["ct"]).is_file() and Path(outputs["labels"]).is_file()
