@@ -13,6 +13,7 @@ from ..records import TumorRecord
 from ..volume import Volume
 from .appearance import (
     RING_MM,
+    Look,
     appearance_for,
     base_organ,
     difference_map,
@@ -22,7 +23,7 @@ from .appearance import (
     noise_sd_hu,
 )
 from .placement import ORGAN, Placer, class_table
-from .shapes import make_shape
+from .shapes import TumorShape, make_shape
 from .spec import SynthesisResult, TumorSpec
 
 ENGINE = "handcrafted"
@@ -94,7 +95,7 @@ def synthesize(
     pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, 1.5 + RING_MM) + float(spacing.max())
     smallest_mm = max(3.0, 1.2 * float(spacing.max()))
 
-    records: list[TumorRecord] = []
+    painted: list[tuple[TumorShape, np.ndarray, Look, float]] = []
     for number in range(1, spec.count + 1):
         requested = diameter = spec.draw_diameter_mm(rng)
         while True:
@@ -115,10 +116,15 @@ def synthesize(
             warnings.warn(f"{problem}; trying {diameter * SHRINK_FACTOR:.1f} mm instead", stacklevel=2)
             diameter *= SHRINK_FACTOR
         look = draw_look(appearance, rng, spec.contrast_hu, spec.necrosis, spec.rim)
-        record = _paint(ct, ct_out, labels_out, table, shape, centre, look, tumor_id, spec, rng)
-        record.organ = organ
-        record.extra.update(requested_diameter_mm=round(requested, 3), shrunk=diameter < requested)
-        records.append(record)
+        _paint(ct_out, labels_out, table, shape, centre, look, tumor_id, spec, rng)
+        painted.append((shape, centre, look, requested))
+
+    # Records come from the final images, so they agree with what is written even where a later
+    # tumor's soft edge reaches an earlier tumor's surroundings.
+    records = [
+        _record(ct, ct_out, labels_out, table, shape, centre, look, tumor_id, spec, organ, requested)
+        for shape, centre, look, requested in painted
+    ]
 
     names = dict(organs.names)
     names[tumor_id] = tumor_name
@@ -126,28 +132,36 @@ def synthesize(
     return SynthesisResult(ct.like(ct_out, ct.metadata), LabelMap(labels_volume, names), records)
 
 
+def _box(shape: TumorShape, centre: np.ndarray) -> tuple[np.ndarray, tuple[slice, ...]]:
+    start = centre - shape.centre_index
+    return start, tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True))
+
+
+def _ring(shape: TumorShape, organ: np.ndarray) -> np.ndarray:
+    """Organ voxels in a shell just outside the soft edge: "the surrounding organ"."""
+    edge = edge_width_mm(shape.radius_mm)
+    return organ & ~shape.zone(edge / 2.0) & shape.zone(edge / 2.0 + RING_MM)
+
+
 def _paint(
-    ct: Volume,
     ct_out: np.ndarray,
     labels_out: np.ndarray,
     table: np.ndarray,
-    shape,
+    shape: TumorShape,
     centre: np.ndarray,
-    look,
+    look: Look,
     tumor_id: int,
     spec: TumorSpec,
     rng: np.random.Generator,
-) -> TumorRecord:
-    """Paint one placed tumor into ``ct_out`` and ``labels_out`` (in place); return its record."""
-    start = centre - shape.centre_index
-    box = tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True))
+) -> None:
+    """Paint one placed tumor into ``ct_out`` and ``labels_out`` (in place)."""
+    _, box = _box(shape, centre)
     if spec.mass_effect:
-        _displace(ct_out, labels_out, centre, shape.radius_mm, ct.spacing_zyx, tumor_id, rng)
+        _displace(ct_out, labels_out, centre, shape.radius_mm, shape.spacing_zyx_mm, tumor_id, rng)
     values = ct_out[box].astype(np.float32)
     organ = table[labels_out[box]] == ORGAN
     mask = shape.mask
-    edge = edge_width_mm(shape.radius_mm)
-    ring = organ & ~shape.zone(edge / 2.0) & shape.zone(edge / 2.0 + RING_MM)
+    ring = _ring(shape, organ)
     difference = difference_map(shape, look, rng)
     difference[~(organ | mask)] = 0.0
 
@@ -167,23 +181,43 @@ def _paint(
     ct_out[box] = values.astype(ct_out.dtype)
     labels_out[box][mask] = tumor_id
 
+
+def _record(
+    ct: Volume,
+    ct_out: np.ndarray,
+    labels_out: np.ndarray,
+    table: np.ndarray,
+    shape: TumorShape,
+    centre: np.ndarray,
+    look: Look,
+    tumor_id: int,
+    spec: TumorSpec,
+    organ_name: str,
+    requested_mm: float,
+) -> TumorRecord:
+    """The record of one painted tumor, measured on the final CT and labels."""
+    start, box = _box(shape, centre)
     final = ct_out[box].astype(np.float32)
+    mask = shape.mask
+    ring = _ring(shape, table[labels_out[box]] == ORGAN)
     voxels = np.argwhere(mask) + start
-    count = len(voxels)
-    volume_ml = count * ct.voxel_volume_ml
+    volume_ml = len(voxels) * ct.voxel_volume_ml
     mean_hu = float(final[mask].mean())
     ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
-    interior = mask & (shape.depth_mm() >= edge)
+    interior = mask & (shape.depth_mm() >= edge_width_mm(shape.radius_mm))
+    diameter_mm = float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi))
     return TumorRecord(
-        organ="",
+        organ=organ_name,
         centre_ras_mm=tuple(float(c) for c in ct.index_to_ras(voxels.mean(axis=0))),
-        diameter_mm=float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi)),
+        diameter_mm=diameter_mm,
         volume_ml=float(volume_ml),
         mean_hu=mean_hu,
         contrast_hu=mean_hu - ring_hu,
         engine=ENGINE,
         label_id=int(tumor_id),
         extra={
+            "requested_diameter_mm": round(requested_mm, 3),
+            "shrunk": bool(2.0 * shape.radius_mm < requested_mm - 1e-9),
             "target_contrast_hu": round(look.contrast_hu, 3),
             "texture_sd_hu": round(look.texture_sd_hu, 3),
             "host_noise_sd_hu": _rounded(noise_sd_hu(final, ring)),

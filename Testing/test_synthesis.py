@@ -1,0 +1,351 @@
+"""Tumor synthesis: placement, size, geometry, seeds, contrast, noise, errors (phantom and real CTs)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from freetumor_core import InputError, LabelMap, TumorSpec, Volume, synthesize
+from freetumor_core.phantom import make_phantom
+from freetumor_core.records import SIZE_CLASSES_MM
+from freetumor_core.synthesis.appearance import APPEARANCE
+
+LIVER_ID = 5  # TotalSegmentator id of the liver, as in the phantom
+
+
+def tumor_mask(result, organ_name: str = "liver") -> np.ndarray:
+    ids = [i for i, name in result.labels.names.items() if name == f"{organ_name}_tumor"]
+    assert len(ids) == 1
+    return result.labels.array == ids[0]
+
+
+def crop_around(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+    where = np.argwhere(mask)
+    low = np.maximum(where.min(axis=0) - pad, 0)
+    high = np.minimum(where.max(axis=0) + pad + 1, mask.shape)
+    return tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+
+
+def distance_from(structure: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """Distance (mm) of every voxel to the nearest voxel of ``structure``."""
+    return ndimage.distance_transform_edt(~structure, sampling=spacing_zyx)
+
+
+@pytest.fixture(scope="module")
+def liver_result(phantom):
+    ct, labels = phantom
+    spec = TumorSpec(organ="liver", size="medium", count=3, margin_mm=4.0, avoid_margin_mm=5.0)
+    return synthesize(ct, labels, spec, seed=11)
+
+
+def test_tumors_inside_organ_keep_margins(phantom, liver_result):
+    ct, labels = phantom
+    tumors = tumor_mask(liver_result)
+    assert len(liver_result.tumors) == 3
+    organ = labels.array == LIVER_ID
+    assert organ[tumors].all(), "a tumor voxel lies outside the liver"
+    box = crop_around(organ, 12)
+    spacing = ct.spacing_zyx
+    # Distance of each tumor voxel to the nearest non-liver voxel: at least the 4 mm margin.
+    depth = distance_from(~organ[box], spacing)
+    assert depth[tumors[box]].min() >= 4.0
+    vessels = np.isin(labels.array[box], labels.ids_for("vessels"))
+    assert distance_from(vessels, spacing)[tumors[box]].min() >= 5.0
+    # Tumors do not overlap or touch: three separate components, each at least the margin apart.
+    components, count = ndimage.label(tumors[box])
+    assert count == 3
+    first = distance_from(components == 1, spacing)
+    assert first[(components > 1)].min() >= 4.0
+
+
+def test_records_agree_with_label_map(phantom, liver_result):
+    ct, _ = phantom
+    tumors = tumor_mask(liver_result)
+    total_ml = tumors.sum() * ct.voxel_volume_ml
+    assert sum(r.volume_ml for r in liver_result.tumors) == pytest.approx(total_ml, rel=1e-6)
+    components, _ = ndimage.label(tumors)
+    for record in liver_result.tumors:
+        centre = ct.lps_to_index(np.asarray(record.centre_ras_mm) * [-1, -1, 1])
+        component = components[tuple(np.round(centre).astype(int))]
+        assert component > 0, "record centre is not inside a tumor"
+        volume_ml = (components == component).sum() * ct.voxel_volume_ml
+        assert record.volume_ml == pytest.approx(volume_ml, rel=1e-6)
+        assert record.organ == "liver" and record.engine == "handcrafted"
+        values = liver_result.ct.array[components == component]
+        assert record.mean_hu == pytest.approx(values.mean(), abs=1e-3)
+
+
+def test_original_labels_kept_and_tumor_label_added(phantom, liver_result):
+    _, labels = phantom
+    tumors = tumor_mask(liver_result)
+    assert np.array_equal(liver_result.labels.array[~tumors], labels.array[~tumors])
+    tumor_id = liver_result.tumors[0].label_id
+    assert liver_result.labels.names[tumor_id] == "liver_tumor"
+    assert tumor_id not in labels.names and tumor_id not in np.unique(labels.array)
+
+
+def test_output_geometry_equals_input(phantom, liver_result):
+    ct, labels = phantom
+    for output, source in ((liver_result.ct, ct), (liver_result.labels.volume, labels.volume)):
+        assert output.same_grid(source, tolerance_mm=0.0)
+        assert output.array.dtype == source.array.dtype
+    assert not np.shares_memory(liver_result.ct.array, ct.array)
+
+
+@pytest.mark.parametrize("size", list(SIZE_CLASSES_MM))
+def test_size_classes_give_requested_diameters(phantom, size):
+    ct, labels = phantom
+    result = synthesize(ct, labels, TumorSpec(organ="liver", size=size, count=2), seed=3)
+    low, high = SIZE_CLASSES_MM[size]
+    voxel_mm3 = float(np.prod(ct.spacing))
+    for record in result.tumors:
+        requested = record.extra["requested_diameter_mm"]
+        assert low <= requested <= high
+        # Volume within half a voxel of the request (the record rounds the request to 1 µm).
+        requested_mm3 = np.pi / 6 * requested**3
+        assert abs(record.volume_ml * 1000 - requested_mm3) <= 0.5 * voxel_mm3 + 1e-3 * requested_mm3
+        assert record.diameter_mm == pytest.approx(requested, rel=0.02)
+
+
+def test_explicit_diameter_on_real_ct(shared_data):
+    from freetumor_core import read_ct, read_labels
+
+    folder = shared_data / "totalseg_example"
+    ct = read_ct(folder / "example_ct.nii.gz")
+    labels = read_labels(folder / "example_seg_fast_force_split.nii.gz")
+    result = synthesize(ct, labels, TumorSpec(organ="liver", diameter_mm=25.0, count=2), seed=5)
+    for record in result.tumors:
+        # 3 mm voxels: the volume is exact to half a 27 mm³ voxel.
+        assert record.diameter_mm == pytest.approx(25.0, rel=0.01)
+        assert -90.5 <= record.contrast_hu <= -19.5
+    assert tumor_mask(result).sum() * ct.voxel_volume_ml == pytest.approx(
+        sum(r.volume_ml for r in result.tumors)
+    )
+
+
+def test_anisotropic_five_mm_slices():
+    fine_ct, fine_labels = make_phantom(seed=1, spacing_mm=2.5)
+    ct = Volume(np.ascontiguousarray(fine_ct.array[::2]), (2.5, 2.5, 5.0), fine_ct.origin)
+    labels = LabelMap(ct.like(np.ascontiguousarray(fine_labels.array[::2])), dict(fine_labels.names))
+    result = synthesize(
+        ct, labels, TumorSpec(organ="liver", diameter_mm=30.0, count=2, margin_mm=5.0), seed=2
+    )
+    tumors = tumor_mask(result)
+    organ = labels.array == LIVER_ID
+    assert organ[tumors].all()
+    box = crop_around(organ, 4)
+    assert distance_from(~organ[box], ct.spacing_zyx)[tumors[box]].min() >= 5.0
+    for record in result.tumors:
+        assert record.diameter_mm == pytest.approx(30.0, rel=0.02)
+    # A 30 mm tumor on 5 mm slices spans about six slices, not one.
+    components, _ = ndimage.label(tumors)
+    for component in range(1, 3):
+        slices = np.unique(np.argwhere(components == component)[:, 0])
+        assert 4 <= len(slices) <= 10
+
+
+def test_seed_reproduces_bit_exactly(phantom):
+    ct, labels = phantom
+    spec = TumorSpec(organ="kidney", size="small", count=2, necrosis=True, rim=True, lobulation=0.5)
+    first = synthesize(ct, labels, spec, seed=42)
+    second = synthesize(ct, labels, spec, seed=42)
+    other = synthesize(ct, labels, spec, seed=43)
+    assert np.array_equal(first.ct.array, second.ct.array)
+    assert np.array_equal(first.labels.array, second.labels.array)
+    assert [r.to_dict() for r in first.tumors] == [r.to_dict() for r in second.tumors]
+    assert not np.array_equal(first.ct.array, other.ct.array)
+    assert first.labels.names[first.tumors[0].label_id] == "kidney_tumor"
+    kidneys = np.isin(labels.array, labels.ids_for("kidney"))
+    assert kidneys[tumor_mask(first, "kidney")].all()
+
+
+@pytest.mark.parametrize("organ", ["liver", "kidney"])
+def test_contrast_within_organ_range(phantom, organ):
+    ct, labels = phantom
+    result = synthesize(ct, labels, TumorSpec(organ=organ, size="small", count=3), seed=8)
+    low, high = APPEARANCE[organ].contrast_hu
+    for record in result.tumors:
+        # Integer HU and a neighbour's soft edge reaching the surrounding shell move it a little.
+        assert low - 3.0 <= record.contrast_hu <= high + 3.0
+        assert record.contrast_hu == pytest.approx(record.extra["target_contrast_hu"], abs=3.0)
+
+
+def test_noise_inside_tumor_matches_host(phantom, liver_result):
+    """High-pass residual SD inside each tumor's core equals that of the liver around it."""
+    _, labels = phantom
+    image = liver_result.ct.array.astype(np.float32)
+    residual = image - ndimage.gaussian_filter(image, 1.0)
+    tumors = tumor_mask(liver_result)
+    components, count = ndimage.label(tumors)
+    organ = labels.array == LIVER_ID
+    for component in range(1, count + 1):
+        tumor = components == component
+        core = ndimage.binary_erosion(tumor, iterations=2)
+        near = ndimage.binary_dilation(tumor, iterations=8) & ~ndimage.binary_dilation(tumor, iterations=3)
+        shell = near & ndimage.binary_erosion(organ, iterations=2)
+        ratio = residual[core].std() / residual[shell].std()
+        assert 0.85 <= ratio <= 1.3, f"tumor {component}: noise ratio {ratio:.2f}"
+
+
+def test_necrosis_rim_and_mass_effect(phantom):
+    ct, labels = phantom
+    plain = synthesize(ct, labels, TumorSpec(organ="liver", diameter_mm=36.0, contrast_hu=-40.0), seed=9)
+    spec = TumorSpec(
+        organ="liver", diameter_mm=36.0, contrast_hu=-40.0, necrosis=True, rim=True, mass_effect=True
+    )
+    special = synthesize(ct, labels, spec, seed=9)
+    record = special.tumors[0]
+    assert record.extra["necrosis"] and record.extra["rim"] and record.extra["mass_effect"]
+    tumor = tumor_mask(special)
+    core = ndimage.binary_erosion(tumor, iterations=5)
+    periphery = tumor & ~ndimage.binary_erosion(tumor, iterations=2)
+    image = special.ct.array.astype(np.float32)
+    assert image[core].mean() < image[periphery].mean() - 15.0  # dark necrotic core, bright rim
+    # Without mass effect nothing changes beyond the tumor's soft edge; with it, tissue moves there.
+    around = ~ndimage.binary_dilation(tumor_mask(plain) | tumor, iterations=3)
+    assert np.array_equal(plain.ct.array[around], ct.array[around])
+    moved = (special.ct.array != ct.array) & around
+    assert moved.sum() > 1000
+    assert record.contrast_hu == pytest.approx(-40.0, abs=1.0)
+
+
+def test_bad_requests_get_clear_errors(phantom):
+    ct, labels = phantom
+    with pytest.raises(InputError, match="no label named 'livr'"):
+        synthesize(ct, labels, TumorSpec(organ="livr"))
+    with pytest.raises(InputError, match="either a size class or diameter_mm"):
+        synthesize(ct, labels, TumorSpec(size="small", diameter_mm=12.0))
+    with pytest.raises(InputError, match="unknown size class 'huge'"):
+        synthesize(ct, labels, TumorSpec(size="huge"))
+    with pytest.raises(InputError, match="count must be"):
+        synthesize(ct, labels, TumorSpec(count=0))
+    with pytest.raises(InputError, match="margin_mm must be"):
+        synthesize(ct, labels, TumorSpec(margin_mm=-1.0))
+    with pytest.raises(InputError, match=r"organ 'kidney' cannot hold tumor 1 of 1 .*allow shrinking"):
+        synthesize(ct, labels, TumorSpec(organ="kidney", diameter_mm=70.0), seed=1)
+    empty = LabelMap(labels.volume.like(np.where(labels.array == LIVER_ID, 0, labels.array)), labels.names)
+    with pytest.raises(InputError, match="'liver' is empty"):
+        synthesize(ct, empty, TumorSpec(organ="liver"))
+
+
+def test_allow_shrink_places_smaller_tumor_with_warning(phantom):
+    ct, labels = phantom
+    spec = TumorSpec(organ="kidney", diameter_mm=70.0, allow_shrink=True)
+    with pytest.warns(UserWarning, match="cannot hold"):
+        result = synthesize(ct, labels, spec, seed=1)
+    record = result.tumors[0]
+    assert record.extra["shrunk"] and record.diameter_mm < 70.0
+    kidneys = np.isin(labels.array, labels.ids_for("kidney"))
+    assert kidneys[tumor_mask(result, "kidney")].all()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "freetumor_core", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_on_totalsegmentator_ct(shared_data, tmp_path):
+    from freetumor_core import read_labels, read_volume
+
+    folder = shared_data / "totalseg_example"
+    process = run_cli(
+        "synthesize",
+        str(folder / "example_ct.nii.gz"),
+        "--organs",
+        str(folder / "example_seg_fast_force_split.nii.gz"),
+        "--organ",
+        "liver",
+        "--size",
+        "small",
+        "--count",
+        "2",
+        "--seed",
+        "7",
+        "-o",
+        str(tmp_path),
+    )
+    assert process.returncode == 0, process.stderr
+    records = json.loads((tmp_path / "tumors.json").read_text())["tumors"]
+    assert len(records) == 2
+    labels = read_labels(tmp_path / "labels.nii.gz")  # names come back from labels.json
+    ct = read_volume(tmp_path / "ct.nii.gz")
+    source = read_volume(folder / "example_ct.nii.gz")
+    assert ct.same_grid(source, tolerance_mm=1e-4) and labels.volume.same_grid(source, tolerance_mm=1e-4)
+    tumors = labels.mask("liver_tumor")
+    assert tumors.sum() * ct.voxel_volume_ml == pytest.approx(sum(r["volume_ml"] for r in records), rel=1e-3)
+    for record in records:
+        assert 10.0 <= record["diameter_mm"] <= 20.5 and record["size_class"] == "small"
+        index = np.round(ct.lps_to_index(np.asarray(record["centre_ras_mm"]) * [-1, -1, 1])).astype(int)
+        assert tumors[tuple(index)]
+    png = (tmp_path / "snapshot.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+@pytest.mark.slow
+def test_cli_on_ircadb_avoids_real_tumors_and_vessels(shared_data, tmp_path):
+    from freetumor_core import read_labels
+
+    folder = shared_data / "ircadb_liver_tumor"
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({"1": "liver", "2": "liver_tumor", "3": "hepatic_vessels"}))
+    process = run_cli(
+        "synthesize",
+        str(folder / "ircadb1_17_ct.nii.gz"),
+        "--organs",
+        str(folder / "ircadb1_17_labels.nii.gz"),
+        "--label-names",
+        str(names),
+        "--organ",
+        "liver",
+        "--size",
+        "small",
+        "--count",
+        "2",
+        "-o",
+        str(tmp_path / "out"),
+    )
+    assert process.returncode == 0, process.stderr
+    source = read_labels(folder / "ircadb1_17_labels.nii.gz", names)
+    output = read_labels(tmp_path / "out" / "labels.nii.gz")
+    new = (output.array == 2) & (source.array != 2)
+    assert new.any() and (source.array[new] == 1).all(), "synthetic tumors only in tumor-free liver"
+    box = crop_around(new, 10)
+    spacing = source.volume.spacing_zyx
+    real_or_vessel = np.isin(source.array[box], [2, 3])
+    assert distance_from(real_or_vessel, spacing)[new[box]].min() >= 3.0
+    assert len(json.loads((tmp_path / "out" / "tumors.json").read_text())["tumors"]) == 2
+
+
+def test_cli_bad_organ_exits_2(shared_data, tmp_path):
+    folder = shared_data / "totalseg_example"
+    process = run_cli(
+        "synthesize",
+        str(folder / "example_ct.nii.gz"),
+        "--organs",
+        str(folder / "example_seg_fast_force_split.nii.gz"),
+        "--organ",
+        "brain",
+        "-o",
+        str(tmp_path),
+    )
+    assert process.returncode == 2
+    assert "example_seg_fast_force_split.nii.gz: organ mask 'brain' is empty" in process.stderr
+    assert not (tmp_path / "ct.nii.gz").exists()
+
+
+def test_demo_writes_synthesis_outputs(tmp_path):
+    from freetumor_core.demo import run_demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the demo request fits the phantom: no shrinking
+        outputs = run_demo(tmp_path, seed=7)
+    assert set(outputs) == {"ct", "labels", "tumors", "snapshot"}
+    records = json.loads(outputs["tumors"].read_text())["tumors"]
+    assert len(records) == 2 and all(r["organ"] == "liver" for r in records)
