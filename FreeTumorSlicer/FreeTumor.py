@@ -18,7 +18,7 @@ import qt
 import slicer
 import vtk
 from FreeTumorLib import dependencies
-from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
@@ -30,6 +30,11 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+# From its own package: module-level classes of non-core MRML are not yet in the slicer namespace.
+from vtkSlicerSegmentationsModuleMRMLPython import vtkMRMLSegmentationNode
+
+# The core's size classes (freetumor_core.records.SIZE_CLASSES_MM), listed here because the panel
+# must load before the core is installed; Testing/test_slicer_ui.py checks that they agree.
 SIZE_CLASSES = ("tiny", "small", "medium", "large")
 DEFAULT_ORGANS = ("liver", "pancreas", "kidney")
 POLL_INTERVAL_MS = 200

@@ -19,13 +19,13 @@ from typing import Any
 import slicer
 
 from freetumor_core.labels import LabelMap, align_to, read_labels
-from freetumor_core.records import TumorRecord
+from freetumor_core.records import SIZE_CLASSES_MM, TumorRecord
 from freetumor_core.volume import read_volume, write_volume
 
 from . import nodes
 from .runner import CoreProcess, CoreProcessError
 
-SIZE_CLASSES = ("tiny", "small", "medium", "large")
+SIZE_CLASSES = tuple(SIZE_CLASSES_MM)
 
 
 @dataclass(frozen=True)
