@@ -128,13 +128,23 @@ def synthetic_cases(
     for index in track(range(count), "synthesize tumors"):
         target = usable[order[index % len(usable)]]
         organ = target.organ
-        host_index = hosts[organ][used.get(organ, 0) % len(hosts[organ])]
-        used[organ] = used.get(organ, 0) + 1
-        entry, ct, labels = sources[host_index]
         diameter_mm = target.tumors[0].diameter_mm
-        result = synthesize(
-            ct, labels, TumorSpec(organ=organ, diameter_mm=diameter_mm, count=1), seed=seed * 1000 + index
-        )
+        candidates = hosts[organ]
+        first = used.get(organ, 0)
+        used[organ] = first + 1
+        # Hosts in turn; a host whose organ cannot hold this size passes to the next one, and only
+        # when none can is the tumor shrunk (the key records the size made and the size asked).
+        attempts = [(candidates[(first + k) % len(candidates)], False) for k in range(len(candidates))]
+        attempts.append((candidates[first % len(candidates)], True))
+        for attempt, (host_index, shrink) in enumerate(attempts):
+            entry, ct, labels = sources[host_index]
+            spec = TumorSpec(organ=organ, diameter_mm=diameter_mm, count=1, allow_shrink=shrink)
+            try:
+                result = synthesize(ct, labels, spec, seed=seed * 1000 + index)
+                break
+            except InputError:
+                if attempt == len(attempts) - 1:
+                    raise
         tumor_ids = [i for i, name in result.labels.names.items() if name.endswith("_tumor")]
         mask = np.isin(result.labels.array, tumor_ids)
         if not mask.any():

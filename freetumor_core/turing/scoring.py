@@ -32,7 +32,10 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denominator = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 and n successes the bound is exactly 0 or 1; the subtraction leaves rounding residue.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def fleiss_kappa(counts: list[list[int]]) -> float | None:
@@ -277,23 +280,24 @@ def write_figure(scores: dict[str, Any], path: str | os.PathLike[str]) -> Path:
             low, high = summary[f"{metric}_ci95"]
             xs.append(g + (k - 1) * width)
             values.append(summary[metric])
-            errors[0].append(summary[metric] - low)
-            errors[1].append(high - summary[metric])
+            # max(0, .): at 0 % or 100 % the bound equals the value up to rounding.
+            errors[0].append(max(0.0, summary[metric] - low))
+            errors[1].append(max(0.0, high - summary[metric]))
         left.bar(xs, values, width, yerr=errors, capsize=3, label=metric)
     left.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
     left.set_xticks(range(len(groups)), groups, rotation=20)
-    left.set_ylim(0, 1.05)
+    left.set_ylim(0, 1.18)
     left.set_ylabel("proportion (Wilson 95% CI)")
     left.set_title("Telling synthetic from real")
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="upper center", ncol=3, frameon=False)
     levels = scores["pooled"]["by_confidence"]
     shown = [level for level, entry in levels.items() if entry["n"]]
     right.bar(
         shown,
         [levels[level]["accuracy"] for level in shown],
         yerr=[
-            [levels[level]["accuracy"] - levels[level]["accuracy_ci95"][0] for level in shown],
-            [levels[level]["accuracy_ci95"][1] - levels[level]["accuracy"] for level in shown],
+            [max(0.0, levels[level]["accuracy"] - levels[level]["accuracy_ci95"][0]) for level in shown],
+            [max(0.0, levels[level]["accuracy_ci95"][1] - levels[level]["accuracy"]) for level in shown],
         ],
         capsize=3,
         color="tab:green",
