@@ -22,7 +22,7 @@ OTHER, ORGAN, AVOID = 0, 1, 2
 LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "metasta", "mass", "nodule")
 RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
-EXHAUSTIVE_CANDIDATES = 4000
+EXHAUSTIVE_CANDIDATES = 1000
 SCREEN_POINTS = 48
 
 
