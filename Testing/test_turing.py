@@ -334,7 +334,6 @@ def _wilson_by_hand(right: int, n: int) -> tuple[float, float]:
     return (2 * n * p + z * z - root) / (2 * (n + z * z)), (2 * n * p + z * z + root) / (2 * (n + z * z))
 
 
-@pytest.mark.slow
 def test_two_readers_one_killed_scores_by_hand(mixed_study: tuple[Path, Path], tmp_path: Path) -> None:
     import shutil
 

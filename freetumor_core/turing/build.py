@@ -27,7 +27,7 @@ from ..labels import LabelMap, align_to, read_labels
 from ..progress import track
 from ..records import TumorRecord
 from ..volume import Volume, read_ct, write_volume
-from .cases import CaseFormat, prepare_case
+from .cases import CaseFormat, crop_around, prepare_case
 from .datalist import DatalistEntry, read_datalist
 from .realcases import read_real_lesions
 from .store import Store, utc_now
@@ -62,13 +62,19 @@ def _neutral_ids(count: int, rng: np.random.Generator) -> list[str]:
     return sorted(ids)
 
 
-def real_cases(entries: list[DatalistEntry], count: int | None, rng: np.random.Generator) -> list[StudyCase]:
+def real_cases(
+    entries: list[DatalistEntry], count: int | None, rng: np.random.Generator, case_format: CaseFormat
+) -> list[StudyCase]:
     """``count`` real lesions (all by default), drawn at random from the datalist's lesions.
 
     Raises:
         InputError: fewer lesions than asked for, or a bad entry.
     """
-    lesions = [lesion for entry in track(entries, "read real cases") for lesion in read_real_lesions(entry)]
+    lesions = [
+        lesion
+        for entry in track(entries, "read real cases")
+        for lesion in read_real_lesions(entry, case_format)
+    ]
     if count is None:
         count = len(lesions)
     if not 0 <= count <= len(lesions):
@@ -93,7 +99,12 @@ def _read_source(entry: DatalistEntry) -> tuple[Volume, LabelMap]:
 
 
 def synthetic_cases(
-    entries: list[DatalistEntry], count: int, targets: list[StudyCase], seed: int, rng: np.random.Generator
+    entries: list[DatalistEntry],
+    count: int,
+    targets: list[StudyCase],
+    seed: int,
+    rng: np.random.Generator,
+    case_format: CaseFormat,
 ) -> list[StudyCase]:
     """``count`` synthetic tumors, one per case, matching the organ and diameter of real cases.
 
@@ -149,12 +160,14 @@ def synthetic_cases(
         mask = np.isin(result.labels.array, tumor_ids)
         if not mask.any():
             raise InputError(f"synthesis made no tumor voxels for {organ} in {entry.image}", entry.image)
+        # Keep only the reachable part of the new CT: a study of many cases must not hold whole scans.
+        sub_ct, sub_mask = crop_around(result.ct, mask, case_format)
         cases.append(
             StudyCase(
                 "synthetic",
                 organ,
-                result.ct,
-                mask,
+                sub_ct,
+                sub_mask,
                 list(result.tumors),
                 entry.source,
                 {"target_diameter_mm": round(diameter_mm, 3)},
@@ -290,7 +303,8 @@ def build_study(
     study_folder, key_file = Path(output), Path(key_path)
     _check_outputs(study_folder, key_file)
     rng = np.random.default_rng(seed)
-    real = real_cases(read_datalist(real_datalist), n_real, rng)
+    case_format = case_format or CaseFormat()
+    real = real_cases(read_datalist(real_datalist), n_real, rng, case_format)
     n_synthetic = len(real) if n_synthetic is None else n_synthetic
     if n_synthetic < 0:
         raise InputError(f"number of synthetic cases must be 0 or more, got {n_synthetic}")
@@ -302,5 +316,7 @@ def build_study(
             raise InputError(
                 "synthetic cases copy the real cases' organs and sizes: give at least one real case"
             )
-        synthetic = synthetic_cases(read_datalist(synthetic_datalist), n_synthetic, real, seed, rng)
+        synthetic = synthetic_cases(
+            read_datalist(synthetic_datalist), n_synthetic, real, seed, rng, case_format
+        )
     return write_study(study_folder, key_file, real + synthetic, seed, case_format)

@@ -81,6 +81,26 @@ class PreparedCase:
         return Volume(self.array, case_format.spacing_mm)
 
 
+def crop_around(ct: Volume, mask: np.ndarray, case_format: CaseFormat) -> tuple[Volume, np.ndarray]:
+    """The part of ``ct`` (and ``mask``) that any crop of this case can reach, so that a study keeps
+    only that much of each scan in memory rather than whole CTs.
+
+    The kept box extends the tumor's bounding box by half the crop span, the centre jitter and a
+    blur margin on each side. Geometry is kept (the origin moves with the first kept voxel).
+    """
+    reach_mm = (np.asarray(case_format.size_voxels) * np.asarray(case_format.spacing_mm)) / 2.0
+    reach_mm = reach_mm + np.asarray(case_format.centre_jitter_mm) + 10.0
+    indices = np.argwhere(mask)
+    # Bound by the largest per-axis reach: the scan's axes need not be the case's axes.
+    pad = np.ceil(reach_mm.max() / ct.spacing_zyx).astype(int)
+    low = np.maximum(indices.min(axis=0) - pad, 0)
+    high = np.minimum(indices.max(axis=0) + pad + 1, ct.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+    origin = tuple(float(v) for v in ct.index_to_lps(low.astype(float)))
+    sub = Volume(np.ascontiguousarray(ct.array[box]), ct.spacing, origin, ct.direction.copy())
+    return sub, np.ascontiguousarray(mask[box])
+
+
 def _physical_corners(volume: Volume, low_zyx: np.ndarray, high_zyx: np.ndarray) -> np.ndarray:
     """LPS positions of the 8 corners of an index box (voxel centres), shape (8, 3)."""
     corners = np.array([[z, y, x] for z in (0, 1) for y in (0, 1) for x in (0, 1)], dtype=np.float64)

@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..labels import align_to, read_labels
 from ..records import TumorRecord
 from ..volume import Volume, read_ct, write_volume
+from .cases import CaseFormat, crop_around
 from .datalist import DatalistEntry
 
 # Lesions smaller than this are annotation specks, not tumors a reader could judge.
@@ -67,8 +68,9 @@ def measure_lesion(
     )
 
 
-def read_real_lesions(entry: DatalistEntry) -> list[Lesion]:
-    """The lesions of one datalist entry, largest first.
+def read_real_lesions(entry: DatalistEntry, case_format: CaseFormat | None = None) -> list[Lesion]:
+    """The lesions of one datalist entry, largest first, each with the part of its CT that a case
+    crop in ``case_format`` (default :class:`CaseFormat`) can reach.
 
     The tumor is ``label == entry.tumor_label`` when given, else every nonzero voxel of a binary
     mask. Other nonzero labels (e.g. the host organ) bound the contrast ring.
@@ -77,6 +79,7 @@ def read_real_lesions(entry: DatalistEntry) -> list[Lesion]:
         InputError: the CT is not HU, the label map does not fit the CT, the mask is not binary and no
             ``tumor_label`` is given, or there is no tumor voxel.
     """
+    case_format = case_format or CaseFormat()
     ct = read_ct(entry.image)
     labels = align_to(read_labels(entry.label, names={}), ct)
     array = labels.array
@@ -107,7 +110,7 @@ def read_real_lesions(entry: DatalistEntry) -> list[Lesion]:
         record = measure_lesion(ct, mask, organ, "real", context)
         record.label_id = int(entry.tumor_label or present[0])
         record.extra.update({"source": str(entry.image), "component": len(lesions) + 1})
-        lesions.append(Lesion(ct, mask, record, entry.source))
+        lesions.append(Lesion(*crop_around(ct, mask, case_format), record, entry.source))
     return lesions
 
 
