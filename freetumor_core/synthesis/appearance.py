@@ -17,7 +17,7 @@ from scipy import ndimage
 from .shapes import TumorShape
 from .texture import tumor_texture
 
-RING_MM = 5.0  # thickness of the surrounding-organ shell that contrast is measured against
+RING_MM = 4.0  # thickness of the surrounding-organ shell that contrast is measured against
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,14 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
     Soft edge: a linear ramp across ``edge_width_mm`` centred on the surface. Necrotic core: the
     part deeper than 40% of the radius; rim: a band of about 15% of the radius under the surface.
     """
-    depth = shape.depth_mm()
     edge = edge_width_mm(shape.radius_mm)
+    # Work only where the ramp is non-zero: the box also holds the margin zones around the tumor.
+    reached = shape.distance_mm < np.float32(edge / 2.0)
+    occupied = [np.flatnonzero(reached.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+    inner = tuple(slice(int(o[0]), int(o[-1]) + 1) for o in occupied)
+    depth = -shape.distance_mm[inner]
     weight = np.clip(0.5 + depth * np.float32(1.0 / edge), 0.0, 1.0)
-    texture = tumor_texture(shape.box_shape, shape.spacing_zyx_mm, look.texture_mm, rng)
+    texture = tumor_texture(depth.shape, shape.spacing_zyx_mm, look.texture_mm, rng)
     body = np.float32(look.contrast_hu) + np.float32(look.texture_sd_hu) * texture
     if look.necrosis_hu is not None and shape.radius_mm >= 5.0:
         core_depth = 0.4 * shape.radius_mm
@@ -133,7 +137,9 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
         half_width = max(0.075 * shape.radius_mm, 0.75)
         rim = np.exp(-(((depth - np.float32(half_width)) * np.float32(1.0 / half_width)) ** 2))
         body += np.float32(look.rim_hu) * rim
-    return body * weight
+    difference = np.zeros(shape.box_shape, dtype=np.float32)
+    difference[inner] = body * weight
+    return difference
 
 
 def mass_effect(

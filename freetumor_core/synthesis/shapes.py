@@ -125,7 +125,7 @@ def make_shape(
     target_voxels = max(1, round(np.pi / 6.0 * diameter_mm**3 / voxel_mm3))
     for growth in (1.15, 1.5, 2.0, 3.0):
         # Generous: the box is cropped to what the margin zones need once the shape is known.
-        half = np.ceil((extent + 1.6 * pad_mm) * growth / spacing).astype(int) + 1
+        half = np.ceil((extent * growth + 1.3 * pad_mm) / spacing).astype(int) + 1
         z, y, x = _grid_mm(half, spacing)
         cross = (2 * form[0, 2]) * z + (2 * form[1, 2]) * y  # (Z, Y, 1)
         plane = form[0, 0] * z * z + form[1, 1] * y * y + (2 * form[0, 1]) * z * y  # (Z, Y, 1)
@@ -156,20 +156,31 @@ def make_shape(
         threshold = float(np.partition(flat, target_voxels - 1)[target_voxels - 1])
         distance = _distance_estimate(level, spacing, threshold)
         # The estimate only sizes the box; margins use the exact distance below.
-        inside_reach = distance <= np.float32(1.5 * pad_mm + float(spacing.max()))
+        inside_reach = distance <= np.float32(1.2 * pad_mm + float(spacing.max()))
         # The reach zone must stay clear of the box faces, else the box was too small.
-        if not (
-            inside_reach[[0, -1]].any() or inside_reach[:, [0, -1]].any() or inside_reach[:, :, [0, -1]].any()
-        ):
+        if not _touches_faces(inside_reach):
             break
-    centre = half.copy()
     # Crop to the reach zone: every later step works on this smaller box.
-    occupied = [np.flatnonzero(inside_reach.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
-    low = np.array([max(o[0] - 1, 0) for o in occupied])
-    high = np.array([min(o[-1] + 2, n) for o, n in zip(occupied, level.shape, strict=True)])
-    distance = np.ascontiguousarray(distance[low[0] : high[0], low[1] : high[1], low[2] : high[2]])
-    outside = ndimage.distance_transform_edt(distance > 0, sampling=spacing).astype(np.float32)
-    return TumorShape(distance, outside, centre - low, radius, spacing)
+    low, high = _bounds(inside_reach, margin=1)
+    cropped = np.ascontiguousarray(distance[low[0] : high[0], low[1] : high[1], low[2] : high[2]])
+    outside = ndimage.distance_transform_edt(cropped > 0, sampling=spacing).astype(np.float32)
+    if _touches_faces(outside <= np.float32(pad_mm)):
+        # The estimate cut the box too tight for the exact zone: keep the whole box.
+        low, high, cropped = np.zeros(3, int), np.asarray(level.shape), distance
+        outside = ndimage.distance_transform_edt(cropped > 0, sampling=spacing).astype(np.float32)
+    return TumorShape(cropped, outside, half - low, radius, spacing)
+
+
+def _bounds(mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` index bounds of ``mask``'s bounding box grown by ``margin`` voxels."""
+    occupied = [np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
+    low = np.array([max(o[0] - margin, 0) for o in occupied])
+    high = np.array([min(o[-1] + 1 + margin, n) for o, n in zip(occupied, mask.shape, strict=True)])
+    return low, high
+
+
+def _touches_faces(mask: np.ndarray) -> bool:
+    return bool(mask[[0, -1]].any() or mask[:, [0, -1]].any() or mask[:, :, [0, -1]].any())
 
 
 def _smooth_minimum(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
