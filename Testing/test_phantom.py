@@ -61,3 +61,13 @@ def test_noise_is_ct_like(phantom):
     core = ndimage.binary_erosion(labels.mask("liver"), iterations=4)
     residual = ct.array.astype(np.float32) - ndimage.uniform_filter(ct.array.astype(np.float32), 5)
     assert 5.0 < float(residual[core].std()) < 25.0
+
+
+@pytest.mark.parametrize("organ", ["liver", "pancreas", "kidney"])
+def test_each_target_organ_holds_a_small_tumor_with_default_margins(phantom, organ):
+    from freetumor_core.synthesis import TumorSpec, synthesize
+
+    ct, labels = phantom
+    result = synthesize(ct, labels, TumorSpec(organ=organ, diameter_mm=15.0), seed=3)
+    assert len(result.tumors) == 1
+    assert result.tumors[0].extra["shrunk"] is False

@@ -182,8 +182,9 @@ def make_phantom(seed: int = 0, spacing_mm: float = 1.5) -> tuple[Volume, LabelM
         canvas.paint(canvas.ellipsoid(centre, jitter([26.0, 22.0, 52.0])), "kidney", label)
         sinus = canvas.ellipsoid(centre + [-side * 14, 0, 0], [8.0, 8.0, 18.0])
         canvas.paint(sinus, "fat", "background")
-    pancreas_path = [shift(p, 2.0) for p in ([-28, 8, -8], [5, 14, 2], [45, 22, 12], [78, 28, 22])]
-    canvas.paint(canvas.tube(pancreas_path, 11.0), "pancreas", "pancreas")
+    pancreas_path = [shift(p, 2.0) for p in ([-28, 4, -8], [5, 8, 2], [45, 14, 12], [78, 20, 22])]
+    canvas.paint(canvas.tube(pancreas_path, 13.0), "pancreas", "pancreas")
+    canvas.paint(canvas.ellipsoid(pancreas_path[0], [17.0, 15.0, 18.0]), "pancreas", "pancreas")  # head
     canvas.paint(
         canvas.ellipsoid(shift([-42.0, -48.0, 12.0], 2.0), [15.0, 14.0, 28.0]),
         "gallbladder",
@@ -212,7 +213,8 @@ def make_phantom(seed: int = 0, spacing_mm: float = 1.5) -> tuple[Volume, LabelM
         "inferior_vena_cava",
         "inferior_vena_cava",
     )
-    portal = [[80, 30, 22], [20, 20, 4], [-25, 6, -5], [-50, 4, 25], [-75, 0, 45]]
+    # The splenic vein runs along the back of the pancreas and joins the portal vein behind its neck.
+    portal = [[80, 42, 22], [20, 32, 4], [-20, 28, -5], [-50, 8, 25], [-75, 0, 45]]
     canvas.paint(canvas.tube(portal, 6.5), "portal_vein_and_splenic_vein", "portal_vein_and_splenic_vein")
     canvas.paint(
         canvas.tube([[-50, 4, 25], [-30, -25, 60]], 4.0),
