@@ -100,3 +100,21 @@ def test_unknown_bench_suite_exits_2(capsys):
 @pytest.mark.parametrize("argv", [["info"], ["nonsense"]])
 def test_usage_errors_exit_2(argv):
     assert run(*argv).returncode == 2
+
+
+def test_every_registered_suite_resolves():
+    import importlib
+
+    from freetumor_core.bench import SUITES
+
+    for suite, target in SUITES.items():
+        module_name, function_name = target.split(":")
+        assert callable(getattr(importlib.import_module(module_name), function_name)), suite
+
+
+def test_bench_turing_reports_case_and_answer_times(tmp_path):
+    target = tmp_path / "turing.json"
+    assert main(["bench", "turing", "--json", str(target), "--repeat", "1", "--option", "cases=4"]) == 0
+    names = {row["name"]: row for row in json.loads(target.read_text())["results"]}
+    assert set(names) == {"prepare_case", "answer", "remaining_cases"}
+    assert all(row["median"] > 0 for row in names.values())

@@ -28,6 +28,7 @@ from .progress import emit
 SUITES: dict[str, str] = {
     "io": "freetumor_core.bench:io_suite",
     "synthesis": "freetumor_core.synthesis.bench:synthesis_suite",
+    "turing": "freetumor_core.turing.bench:turing_suite",
 }
 
 
