@@ -1,5 +1,8 @@
 """How a tumor looks: per-organ HU contrast, texture, soft edges, necrosis, rim and mass effect.
 
+Contrast, texture, necrosis and rim scale with the host organ's own HU around the tumor, so one
+table is plausible on enhanced and unenhanced scans alike (see :class:`OrganAppearance`).
+
 The tumor is *added* to the host CT as a smooth difference map (contrast + texture, ramped at the
 edge). Adding, rather than replacing, keeps the scan's own noise inside the tumor voxel for voxel,
 so a synthetic tumor is exactly as noisy as the parenchyma around it. Where tissue is displaced
@@ -20,32 +23,50 @@ from .texture import tumor_texture
 RING_MM = 4.0  # thickness of the surrounding-organ shell that contrast is measured against
 
 
+# Absolute limits on the drawn look, whatever the host organ's HU.
+SOLID_FLOOR_HU = 10.0  # a solid tumor's mean stays above water (fat- or fluid-dense tumors are not modelled)
+MIN_CONTRAST_HU = 8.0  # at least this much darker than its organ, else it is not a visible lesion
+MAX_CONTRAST_HU = 150.0  # at most this much darker (arterial-phase renal cortex at 250 HU and more)
+TEXTURE_SD_LIMITS_HU = (3.0, 45.0)
+MAX_BLUR_MM = 8.0  # deepest reach of the edge ramp into the tumor
+
+
 @dataclass(frozen=True)
 class OrganAppearance:
-    """Per-organ distributions (uniform ranges) of a tumor's look, portal-venous phase.
+    """Per-organ distributions (uniform ranges) of a tumor's look, *relative to its host organ*.
+
+    The host HU is the mean of the organ shell around the tumor (the shell the contrast is measured
+    against). Scaling by it makes one table fit every phase: a tumor at 0.6 of the liver's HU is 60 HU
+    in a portal-venous liver at 100 HU and 27 HU in an unenhanced one at 45 HU.
 
     Attributes:
-        contrast_hu: mean tumor HU minus mean HU of the surrounding organ.
-        texture_sd_hu: standard deviation of the tumor's internal texture.
+        tumor_fraction: mean tumor HU / host HU.
+        texture_fraction: standard deviation of the internal texture / host HU (heterogeneity comes
+            mostly from uneven enhancement, so it shrinks on unenhanced scans too).
         texture_mm: size of the texture's blotches.
-        necrosis_hu: extra (negative) HU of a necrotic core.
-        rim_hu: extra HU of an enhancing rim.
+        necrosis_fraction: a necrotic core is darker by this fraction of the tumor's HU above water.
+        rim_fraction: an enhancing rim is brighter by this fraction of the host HU.
+        blur_fraction: how deep (fraction of the radius) the edge ramp reaches into the tumor: the
+            margin's softness (small: well defined; large: ill-defined, infiltrative).
     """
 
-    contrast_hu: tuple[float, float]
-    texture_sd_hu: tuple[float, float]
+    tumor_fraction: tuple[float, float]
+    texture_fraction: tuple[float, float]
     texture_mm: tuple[float, float]
-    necrosis_hu: tuple[float, float] = (-50.0, -25.0)
-    rim_hu: tuple[float, float] = (20.0, 50.0)
+    necrosis_fraction: tuple[float, float] = (0.35, 0.7)
+    rim_fraction: tuple[float, float] = (0.2, 0.5)
+    blur_fraction: tuple[float, float] = (0.08, 0.2)
 
 
-# Hypodense liver lesions (metastases, HCC washout); renal cell carcinoma enhances less than the
-# cortex and is heterogeneous; pancreatic adenocarcinoma is hypoattenuating against the parenchyma.
+# Liver: metastases and HCC in the portal-venous phase sit at about 40-90% of the parenchyma
+# (hypovascular metastases lowest, HCC washout highest). Kidney: renal cell carcinoma enhances
+# less than the cortex and unevenly (clear-cell patchy, papillary low). Pancreas: adenocarcinoma is
+# hypoattenuating, fairly homogeneous and ill-defined. Renal masses are mostly well defined.
 APPEARANCE: dict[str, OrganAppearance] = {
-    "liver": OrganAppearance((-90.0, -20.0), (4.0, 10.0), (3.0, 8.0)),
-    "kidney": OrganAppearance((-100.0, -30.0), (8.0, 18.0), (3.0, 7.0)),
-    "pancreas": OrganAppearance((-50.0, -15.0), (4.0, 9.0), (3.0, 6.0)),
-    "default": OrganAppearance((-60.0, -20.0), (4.0, 10.0), (3.0, 8.0)),
+    "liver": OrganAppearance((0.40, 0.90), (0.06, 0.22), (6.0, 14.0)),
+    "kidney": OrganAppearance((0.35, 0.80), (0.10, 0.25), (6.0, 12.0), blur_fraction=(0.05, 0.12)),
+    "pancreas": OrganAppearance((0.50, 0.85), (0.05, 0.15), (6.0, 10.0), blur_fraction=(0.15, 0.35)),
+    "default": OrganAppearance((0.45, 0.85), (0.06, 0.20), (6.0, 12.0)),
 }
 
 
@@ -79,13 +100,55 @@ def noise_sd_hu(values: np.ndarray, mask: np.ndarray) -> float:
 
 @dataclass
 class Look:
-    """The drawn look of one tumor (HU and mm)."""
+    """The drawn look of one tumor: fractions when drawn, HU once :meth:`resolve` saw the host.
 
-    contrast_hu: float
-    texture_sd_hu: float
+    Attributes:
+        tumor_fraction, texture_fraction, necrosis_fraction, rim_fraction: drawn from the organ's
+            :class:`OrganAppearance` (``necrosis_fraction``/``rim_fraction`` ``None`` when off).
+        texture_mm: size of the texture's blotches.
+        blur_fraction: reach of the edge ramp into the tumor, as a fraction of the radius.
+        fixed_contrast_hu: a requested contrast that replaces the fraction (``None``: use it).
+        contrast_hu, texture_sd_hu, necrosis_hu, rim_hu: HU set by :meth:`resolve` (NaN before;
+            necrosis and rim ``None`` when off).
+    """
+
+    tumor_fraction: float
+    texture_fraction: float
     texture_mm: float
-    necrosis_hu: float | None
-    rim_hu: float | None
+    necrosis_fraction: float | None
+    rim_fraction: float | None
+    blur_fraction: float = 0.0
+    fixed_contrast_hu: float | None = None
+    contrast_hu: float = math.nan
+    texture_sd_hu: float = math.nan
+    necrosis_hu: float | None = None
+    rim_hu: float | None = None
+
+    def resolve(self, host_hu: float) -> None:
+        """Turn the fractions into HU against the host organ's mean HU around the tumor (in place).
+
+        The contrast is ``host_hu * (tumor_fraction - 1)``, kept at least :data:`MIN_CONTRAST_HU`
+        and at most :data:`MAX_CONTRAST_HU` dark, and never taking the tumor below
+        :data:`SOLID_FLOOR_HU` (which wins: in an organ near water density the tumor may then be
+        brighter, as lesions in a fatty liver are). A ``fixed_contrast_hu`` is used as given.
+        """
+        host = float(host_hu)
+        if self.fixed_contrast_hu is not None:
+            contrast = float(self.fixed_contrast_hu)
+        else:
+            contrast = float(np.clip(host * (self.tumor_fraction - 1.0), -MAX_CONTRAST_HU, -MIN_CONTRAST_HU))
+            contrast = max(contrast, SOLID_FLOOR_HU - host)
+        # An organ below water density (none of the tables' organs) still gets a visible texture.
+        scale = max(host, SOLID_FLOOR_HU + MIN_CONTRAST_HU)
+        self.contrast_hu = contrast
+        self.texture_sd_hu = float(np.clip(self.texture_fraction * scale, *TEXTURE_SD_LIMITS_HU))
+        tumor_hu = host + contrast
+        self.necrosis_hu = (
+            None
+            if self.necrosis_fraction is None
+            else -self.necrosis_fraction * max(tumor_hu, SOLID_FLOOR_HU)
+        )
+        self.rim_hu = None if self.rim_fraction is None else self.rim_fraction * scale
 
 
 def draw_look(
@@ -95,39 +158,59 @@ def draw_look(
     necrosis: bool,
     rim: bool,
 ) -> Look:
-    """Draw contrast, texture, necrosis and rim from the organ's distributions."""
-    drawn_contrast = float(rng.uniform(*appearance.contrast_hu))
-    look = Look(
-        contrast_hu=drawn_contrast if contrast_hu is None else float(contrast_hu),
-        texture_sd_hu=float(rng.uniform(*appearance.texture_sd_hu)),
-        texture_mm=float(rng.uniform(*appearance.texture_mm)),
-        necrosis_hu=float(rng.uniform(*appearance.necrosis_hu)),
-        rim_hu=float(rng.uniform(*appearance.rim_hu)),
+    """Draw the relative look from the organ's distributions (HU follow in :meth:`Look.resolve`).
+
+    Every range is drawn whatever the options, so an option does not change the other draws.
+    """
+    tumor_fraction = float(rng.uniform(*appearance.tumor_fraction))
+    texture_fraction = float(rng.uniform(*appearance.texture_fraction))
+    texture_mm = float(rng.uniform(*appearance.texture_mm))
+    necrosis_fraction = float(rng.uniform(*appearance.necrosis_fraction))
+    rim_fraction = float(rng.uniform(*appearance.rim_fraction))
+    blur_fraction = float(rng.uniform(*appearance.blur_fraction))
+    return Look(
+        tumor_fraction=tumor_fraction,
+        texture_fraction=texture_fraction,
+        texture_mm=texture_mm,
+        necrosis_fraction=necrosis_fraction if necrosis else None,
+        rim_fraction=rim_fraction if rim else None,
+        blur_fraction=blur_fraction,
+        fixed_contrast_hu=None if contrast_hu is None else float(contrast_hu),
     )
-    look.necrosis_hu = look.necrosis_hu if necrosis else None
-    look.rim_hu = look.rim_hu if rim else None
-    return look
 
 
 def edge_width_mm(radius_mm: float) -> float:
-    """Width of the soft edge ramp: about a fifth of the radius, 1 to 3 mm."""
+    """Reach of the soft edge outside the surface, times two: a fifth of the radius, 1 to 3 mm.
+
+    The engine keeps its surrounding-organ shell outside half of this; the ramp's inner part
+    (:func:`difference_map`) may reach deeper.
+    """
     return float(np.clip(0.2 * radius_mm, 1.0, 3.0))
 
 
 def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> np.ndarray:
     """The HU to add on the tumor's box before contrast calibration (float32, 0 far outside).
 
-    Soft edge: a linear ramp across ``edge_width_mm`` centred on the surface. Necrotic core: the
+    Soft edge: a linear ramp from ``edge_width_mm / 2`` outside the surface to
+    ``blur_fraction * radius`` (at least ``edge_width_mm / 2``, at most :data:`MAX_BLUR_MM`) inside,
+    so ill-defined tumors fade in over several millimetres. Necrotic core: the
     part deeper than 40% of the radius; rim: a band of about 15% of the radius under the surface.
     """
+    if not math.isfinite(look.contrast_hu):
+        raise ValueError("the look has no HU yet: call Look.resolve(host_hu) first")
     edge = edge_width_mm(shape.radius_mm)
     # Work only where the ramp is non-zero: the box also holds the margin zones around the tumor.
     reached = shape.distance_mm < np.float32(edge / 2.0)
     occupied = [np.flatnonzero(reached.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
     inner = tuple(slice(int(o[0]), int(o[-1]) + 1) for o in occupied)
     depth = -shape.distance_mm[inner]
-    weight = np.clip(0.5 + depth * np.float32(1.0 / edge), 0.0, 1.0)
+    outer = edge / 2.0
+    blur = float(np.clip(look.blur_fraction * shape.radius_mm, outer, MAX_BLUR_MM))
+    weight = np.clip((depth + np.float32(outer)) * np.float32(1.0 / (outer + blur)), 0.0, 1.0)
     texture = tumor_texture(depth.shape, shape.spacing_zyx_mm, look.texture_mm, rng)
+    # Zero mean inside: else a few large blotches shift the tumor's mean, and the engine's contrast
+    # calibration would rescale the whole map (texture included) to undo it.
+    texture -= texture[depth > 0].mean()
     body = np.float32(look.contrast_hu) + np.float32(look.texture_sd_hu) * texture
     if look.necrosis_hu is not None and shape.radius_mm >= 5.0:
         core_depth = 0.4 * shape.radius_mm

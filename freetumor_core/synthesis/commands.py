@@ -26,7 +26,7 @@ def register(commands, common) -> None:
     parser.add_argument("--count", type=int, default=1, help="number of tumors (default 1)")
     parser.add_argument("--margin-mm", type=float, default=3.0, help="distance from the organ surface")
     parser.add_argument("--avoid-margin-mm", type=float, default=3.0, help="distance from vessels, lesions")
-    parser.add_argument("--irregularity", type=float, default=0.6, help="surface deformation, 0..1")
+    parser.add_argument("--irregularity", type=float, default=0.9, help="surface deformation, 0..1")
     parser.add_argument("--lobulation", type=float, default=0.0, help="lobes, 0..1")
     parser.add_argument("--necrosis", action="store_true", help="add a necrotic core")
     parser.add_argument("--rim", action="store_true", help="add an enhancing rim")

@@ -162,6 +162,7 @@ def _paint(
     organ = table[labels_out[box]] == ORGAN
     mask = shape.mask
     ring = _ring(shape, organ)
+    look.resolve(float(values[ring if ring.any() else mask].mean()))  # HU relative to this host
     difference = difference_map(shape, look, rng)
     difference[~(organ | mask)] = 0.0
 

@@ -17,8 +17,14 @@ from scipy import ndimage
 
 from .texture import smooth_noise
 
-AXIS_JITTER = 0.2  # log-scale spread of the three ellipsoid radii
+AXIS_JITTER = 0.3  # log-scale spread of the three ellipsoid radii
 SMOOTH_UNION = 0.15  # level units over which lobes merge with the body
+# Most level units the deformation moves the surface at irregularity 1. Above about 0.33 the
+# field's slope can beat the ellipsoid's and leave detached specks of tumor beside the body.
+DEFORMATION_LEVEL = 0.3
+DEFORMATION_SPREAD = (0.6, 1.0)  # per-tumor factor on that amplitude: some smoother, some rougher
+FINE_FEATURE = 0.5  # the fine deformation octave's feature size relative to the coarse one
+FINE_SHARE = 0.5  # share of the amplitude given to the fine octave (surface roughness)
 
 
 @dataclass
@@ -112,7 +118,7 @@ def make_shape(
     lobe_directions /= np.linalg.norm(lobe_directions, axis=1, keepdims=True) + 1e-12
     lobe_centres = 0.6 * radius * lobe_directions
     lobe_radii = radius * (0.3 + 0.25 * lobulation) * rng.uniform(0.8, 1.2, lobe_count)
-    amplitude = 0.25 * irregularity
+    amplitude = DEFORMATION_LEVEL * irregularity * float(rng.uniform(*DEFORMATION_SPREAD))
     deformation_seed = int(rng.integers(2**63))
 
     # Half extent (mm) of the undeformed shape along each array axis.
@@ -143,15 +149,15 @@ def make_shape(
                 lobe = (lobe - np.float32(lobe_radius)) * np.float32(1.0 / radius) + np.float32(1.0)
                 level = _smooth_minimum(level, lobe, SMOOTH_UNION)
         if amplitude > 0:
-            field = smooth_noise(
-                level.shape,
-                spacing,
-                max(0.9 * radius, 2.0 * float(spacing.min())),
-                np.random.default_rng(deformation_seed),
-            )
-            np.clip(field, -1.5, 1.5, out=field)
-            # Additive, so the field's gradient stays bounded far from the surface.
-            level += np.float32(amplitude / 1.5) * field
+            deformation = np.random.default_rng(deformation_seed)
+            # Two octaves, bumps about the radius and finer roughness; each is clipped, so together
+            # they move the level by at most ``amplitude``.
+            for feature, share in ((1.0, 1.0 - FINE_SHARE), (FINE_FEATURE, FINE_SHARE)):
+                feature_mm = max(0.9 * feature * radius, 2.0 * float(spacing.min()))
+                field = smooth_noise(level.shape, spacing, feature_mm, deformation)
+                np.clip(field, -1.5, 1.5, out=field)
+                # Additive, so the field's gradient stays bounded far from the surface.
+                level += np.float32(share * amplitude / 1.5) * field
         flat = level.ravel()
         threshold = float(np.partition(flat, target_voxels - 1)[target_voxels - 1])
         distance = _distance_estimate(level, spacing, threshold)

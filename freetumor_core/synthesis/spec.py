@@ -45,7 +45,7 @@ class TumorSpec:
     count: int = 1
     margin_mm: float = 3.0
     avoid_margin_mm: float = 3.0
-    irregularity: float = 0.6
+    irregularity: float = 0.9
     lobulation: float = 0.0
     necrosis: bool = False
     rim: bool = False

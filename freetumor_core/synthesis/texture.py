@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+FINEST_VOXELS = 3.0  # smallest texture feature, in voxels
+
 
 def _axis_kernel(length: int, spacing_mm: float, feature_mm: float) -> np.ndarray:
     """``(length, nodes)`` interpolation weights from lattice nodes to voxel centres along one axis."""
@@ -56,8 +58,10 @@ def tumor_texture(
     Returns:
         float32 array of ``shape_zyx`` with standard deviation about 1.
     """
-    coarse = smooth_noise(shape_zyx, spacing_zyx_mm, feature_mm, rng)
-    fine = smooth_noise(shape_zyx, spacing_zyx_mm, feature_mm / 2.0, rng)
+    # Blotches a couple of voxels across would read as extra image noise, not as tissue.
+    smallest_mm = FINEST_VOXELS * float(np.min(spacing_zyx_mm))
+    coarse = smooth_noise(shape_zyx, spacing_zyx_mm, max(feature_mm, smallest_mm), rng)
+    fine = smooth_noise(shape_zyx, spacing_zyx_mm, max(feature_mm / 2.0, smallest_mm), rng)
     # tanh makes blotches with flat tops, as in real heterogeneous lesions, rather than pure Gaussian noise.
     texture = np.tanh(1.2 * (0.8 * coarse + 0.6 * fine))
     return texture / 0.72  # tanh(1.2 * N(0, 1)) has SD about 0.72
