@@ -88,12 +88,14 @@ def noise_sd_hu(values: np.ndarray, mask: np.ndarray) -> float:
     """Robust noise SD (HU) from differences of x-neighbours that both lie in ``mask``.
 
     Smooth anatomy and texture cancel in neighbour differences; what is left is the scan's
-    fine-grained noise. Median absolute deviation, so edges and outliers do not inflate it.
+    fine-grained noise. Median absolute deviation, so edges and outliers do not inflate it; at most
+    about 4096 evenly spread differences are used (the estimate's error is then about 1.5%).
     """
     both = mask[..., 1:] & mask[..., :-1]
-    if int(both.sum()) < 16:
+    count = int(both.sum())
+    if count < 16:
         return float("nan")
-    differences = (values[..., 1:] - values[..., :-1])[both].astype(np.float64)
+    differences = (values[..., 1:] - values[..., :-1])[both][:: max(1, count // 4096)].astype(np.float64)
     mad = np.median(np.abs(differences - np.median(differences)))
     return float(1.4826 * mad / math.sqrt(2.0))
 

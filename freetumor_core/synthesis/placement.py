@@ -4,12 +4,14 @@ Nothing here touches the whole volume per tumor. A lookup table turns label ids 
 (other, organ, avoid) once per call; candidate centres are organ voxels drawn at random; a candidate
 is first screened at a few dozen points on the edge of the tumor's margin zone and then checked
 exactly inside the tumor's own box. Tumors already placed carry a non-organ label, so the same check
-keeps tumors apart. Only when random candidates all fail is a distance map of the organ computed
-(once per call) to search the deep parts of the organ systematically.
+keeps tumors apart. Tumors whose centre must lie deep (medium and large), and small ones whose
+random candidates all fail, draw candidates from a distance map of the organ (computed once per
+call); when no voxel is deep enough the shape is rejected before its exact margin zones are made.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,8 +26,16 @@ RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
 EXHAUSTIVE_CANDIDATES = 1000
 SCREEN_POINTS = 48
+DEEP_FIRST_MM = 14.0  # tumors whose centre must lie this deep (large ones) go straight to the depth map
+DEPTH_MAP_VOXELS = 24**3  # the organ depth map is computed on a grid coarsened to about this size
+DEPTH_SLACK = 0.9  # the shape's inscribed depth is an estimate: ask for a little less
+DEPTH_TIER_MM = 4.0
+# Deepest first: when this many of the deepest candidates fail, the rest almost never fit either,
+# and a smaller tumor (allow_shrink) is the better next try.
+DEEP_FIRST_CANDIDATES = 200
 
 
+@functools.lru_cache(maxsize=4096)
 def is_avoided(name: str) -> bool:
     """Vessels and lesions: a tumor keeps ``avoid_margin_mm`` away from these labels."""
     name = name.lower()
@@ -60,7 +70,7 @@ class Placer:
     spacing_zyx_mm: np.ndarray
     rng: np.random.Generator
     _organ_flat: np.ndarray | None = field(default=None, repr=False)
-    _depth_mm: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _depth_mm: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # see _depth_map
 
     def organ_voxels(self, count: int) -> np.ndarray:
         """``(n, 3)`` random organ voxel indices (uniform over the organ; n <= count)."""
@@ -94,48 +104,72 @@ class Placer:
 
     def place(self, shape: TumorShape, margin_mm: float, avoid_margin_mm: float) -> np.ndarray | None:
         """A centre ``(z, y, x)`` for ``shape`` that keeps every margin, or None when none is found."""
+        # How deep below the organ surface the centre must lie, estimated from the shape alone,
+        # with slack for the estimate: a lower bound used only to pick candidates.
+        needed_mm = DEPTH_SLACK * (shape.inscribed_mm + margin_mm)
+        deep_first = needed_mm >= DEEP_FIRST_MM
+        if deep_first:
+            # Medium and large tumors: random organ voxels mostly fail, so draw candidates from
+            # the voxels deep enough, and give up at once (before any exact distance is computed)
+            # when there are none.
+            candidates = self._deep_candidates(needed_mm, DEEP_FIRST_CANDIDATES)
+            if len(candidates) == 0:
+                return None
         zones = (
             shape.zone(margin_mm),
             shape.zone(avoid_margin_mm),
             shape.zone_surface_offsets(margin_mm, SCREEN_POINTS, self.rng),
         )
-        for _ in range(RANDOM_ROUNDS):
-            for centre in self.organ_voxels(RANDOM_CANDIDATES):
-                if self.fits(shape, centre, zones):
-                    return centre
-        # Rare: the organ is small or nearly full. Search the voxels deep enough to hold the zone.
-        offsets_mm = zones[2] * self.spacing_zyx_mm
-        needed_mm = float(np.sqrt((offsets_mm**2).sum(axis=1)).min()) if len(offsets_mm) else 0.0
-        deep = self._deep_voxels(needed_mm)
-        if len(deep) > EXHAUSTIVE_CANDIDATES:
-            deep = deep[self.rng.choice(len(deep), EXHAUSTIVE_CANDIDATES, replace=False)]
-        else:
-            deep = deep[self.rng.permutation(len(deep))]
-        for centre in deep:
+        if not deep_first:
+            for _ in range(RANDOM_ROUNDS):
+                for centre in self.organ_voxels(RANDOM_CANDIDATES):
+                    if self.fits(shape, centre, zones):
+                        return centre
+            # Rare: the organ is small or nearly full. Search the voxels deep enough.
+            candidates = self._deep_candidates(needed_mm)
+        for centre in candidates:
             if self.fits(shape, centre, zones):
                 return centre
         return None
 
-    def _deep_voxels(self, depth_mm: float) -> np.ndarray:
-        """``(n, 3)`` organ voxels at least ``depth_mm`` from the organ's surface (map made once)."""
+    def _deep_candidates(self, depth_mm: float, limit: int = EXHAUSTIVE_CANDIDATES) -> np.ndarray:
+        """Up to ``limit`` organ voxels that may lie ``depth_mm`` deep: deepest
+        first in tiers of ``DEPTH_TIER_MM``, random within a tier (a thin organ holds a large tumor
+        only near its middle, so that is where to look first)."""
+        depths, voxels = self._depth_map()
+        chosen = np.flatnonzero(depths >= depth_mm)
+        chosen = chosen[self.rng.permutation(len(chosen))]
+        tiers = np.floor(depths[chosen] / DEPTH_TIER_MM)
+        chosen = chosen[np.argsort(-tiers, kind="stable")][:limit]
+        return voxels[chosen]
+
+    def _depth_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """Depth (mm) below the organ's surface of organ voxels on a coarse lattice, and their
+        ``(n, 3)`` indices; made once per call.
+
+        The depth of a lattice voxel is its distance to the nearest non-organ lattice voxel: never
+        less than its true depth, so no voxel that is truly deep enough is missed.
+        """
         if self._depth_mm is None:
-            organ = self.table[self.labels] == ORGAN
-            if not organ.any():
-                self._depth_mm = (np.zeros((0,), np.float32), np.zeros((0, 3), np.int64))
-            else:
-                low = [int(np.flatnonzero(organ.any(axis=a))[0]) for a in ((1, 2), (0, 2), (0, 1))]
-                high = [int(np.flatnonzero(organ.any(axis=a))[-1]) + 1 for a in ((1, 2), (0, 2), (0, 1))]
-                crop = organ[low[0] : high[0], low[1] : high[1], low[2] : high[2]]
-                # Every other voxel is enough to find candidates (the exact check follows), and the
-                # distance transform is then 8 times cheaper; the slack covers the coarser grid.
-                step = 2 if crop.size > 64**3 else 1
-                coarse = crop[::step, ::step, ::step]
-                # Pad so the field of view's edge counts as the organ's surface.
-                depth = ndimage.distance_transform_edt(
-                    np.pad(coarse, 1), sampling=self.spacing_zyx_mm * step
-                )[1:-1, 1:-1, 1:-1]
-                slack = float(np.linalg.norm(self.spacing_zyx_mm)) * (step - 1)
-                inside = np.argwhere(coarse)
-                self._depth_mm = (depth[coarse].astype(np.float32) + slack, inside * step + np.asarray(low))
-        depths, voxels = self._depth_mm
-        return voxels[depths >= depth_mm]
+            # Only lattice voxels are ever looked at: first a lattice over the whole volume to find
+            # the organ, then a finer one over the organ's bounding box.
+            step = _lattice_step(self.labels.shape)
+            organ = self.table[self.labels[::step, ::step, ::step]] == ORGAN
+            low = np.zeros(3, dtype=int)
+            if organ.any():
+                bounds = [np.flatnonzero(organ.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1))]
+                low = np.array([max((b[0] - 1) * step, 0) for b in bounds])
+                high = np.array([(b[-1] + 2) * step for b in bounds])
+                crop = self.labels[low[0] : high[0], low[1] : high[1], low[2] : high[2]]
+                step = _lattice_step(crop.shape)
+                organ = self.table[crop[::step, ::step, ::step]] == ORGAN
+            # Pad so the field of view's edge counts as the organ's surface.
+            depth = ndimage.distance_transform_edt(np.pad(organ, 1), sampling=self.spacing_zyx_mm * step)
+            depth = depth[1:-1, 1:-1, 1:-1]
+            self._depth_mm = (depth[organ].astype(np.float32), np.argwhere(organ) * step + low)
+        return self._depth_mm
+
+
+def _lattice_step(shape: tuple[int, ...]) -> int:
+    """Stride of a lattice with about ``DEPTH_MAP_VOXELS`` points over an array of ``shape``."""
+    return max(1, int(np.ceil(np.cbrt(np.prod(shape) / DEPTH_MAP_VOXELS))))

@@ -4,7 +4,7 @@ A shape is a *level field* on a small box around the tumor centre: about 1 at th
 undeformed ellipsoid and growing outwards. The tumor is ``level <= threshold``, where the threshold
 is chosen so the painted volume equals the requested volume exactly (to one voxel). The field over
 its local gradient estimates the depth below the surface (soft edges, rims, cores); margins use an
-exact distance transform of the small box only.
+exact distance transform of the small box only, computed once the shape is known to fit its organ.
 All work happens in voxels of the actual (possibly anisotropic) spacing.
 """
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .texture import smooth_noise
 
 AXIS_JITTER = 0.3  # log-scale spread of the three ellipsoid radii
 SMOOTH_UNION = 0.15  # level units over which lobes merge with the body
+EDGE_OUTSIDE_MM = 2.0  # the soft edge reaches at most this far outside the surface
+# The distance estimate beyond the level field's own box: far outside.
+FAR_OUTSIDE_MM = np.float32(1e6)
 # Most level units the deformation moves the surface at irregularity 1. Above about 0.33 the
 # field's slope can beat the ellipsoid's and leave detached specks of tumor beside the body.
 DEFORMATION_LEVEL = 0.3
@@ -35,18 +37,35 @@ class TumorShape:
         distance_mm: float32 ``(z, y, x)`` signed distance estimate to the tumor surface on the box
             (negative inside): the level field over its local gradient, a first-order estimate
             with sub-voxel precision, used for soft edges, rims and cores.
-        outside_mm: float32 exact distance (mm) from each voxel centre to the nearest tumor voxel
-            centre (0 inside), used for margins.
         centre_index: ``(z, y, x)`` index in the box of the tumor centre.
         radius_mm: requested radius.
         spacing_zyx_mm: voxel size in array order.
+        pad_mm: the exact margin zones are guaranteed to fit in the box up to this distance.
+        inscribed_mm: a lower bound on the depth (mm) of the centre below the tumor surface: the
+            shortest ellipsoid semi-axis at the surface level, less the most the deformation can
+            move the surface in.
     """
 
     distance_mm: np.ndarray
-    outside_mm: np.ndarray
     centre_index: np.ndarray
     radius_mm: float
     spacing_zyx_mm: np.ndarray
+    pad_mm: float
+    inscribed_mm: float
+    _outside_mm: np.ndarray | None = None
+
+    @property
+    def outside_mm(self) -> np.ndarray:
+        """float32 exact distance (mm) from each voxel centre to the nearest tumor voxel centre
+        (0 inside), for margins, up to ``pad_mm``; beyond it some larger value (see
+        :func:`_outside_distance_mm`).
+
+        Computed on first use: a shape that is rejected before placement (its organ is too thin
+        for it) never pays for it.
+        """
+        if self._outside_mm is None:
+            self._outside_mm = _outside_distance_mm(self.mask, self.spacing_zyx_mm, self.pad_mm)
+        return self._outside_mm
 
     @property
     def box_shape(self) -> tuple[int, int, int]:
@@ -129,9 +148,11 @@ def make_shape(
     form = rotation.T @ np.diag(1.0 / radii**2) @ rotation
     voxel_mm3 = float(spacing.prod())
     target_voxels = max(1, round(np.pi / 6.0 * diameter_mm**3 / voxel_mm3))
-    for growth in (1.15, 1.5, 2.0, 3.0):
-        # Generous: the box is cropped to what the margin zones need once the shape is known.
-        half = np.ceil((extent * growth + 1.3 * pad_mm) / spacing).astype(int) + 1
+    # The level field is only needed on the tumor and its soft edge: a tight box, grown until
+    # that region stays clear of the box faces.
+    near_mm = EDGE_OUTSIDE_MM + float(spacing.max())
+    for growth in (1.3, 1.6, 2.0, 3.0):
+        half = np.ceil(extent * growth / spacing).astype(int) + 2
         z, y, x = _grid_mm(half, spacing)
         cross = (2 * form[0, 2]) * z + (2 * form[1, 2]) * y  # (Z, Y, 1)
         plane = form[0, 0] * z * z + form[1, 1] * y * y + (2 * form[0, 1]) * z * y  # (Z, Y, 1)
@@ -158,23 +179,71 @@ def make_shape(
                 np.clip(field, -1.5, 1.5, out=field)
                 # Additive, so the field's gradient stays bounded far from the surface.
                 level += np.float32(share * amplitude / 1.5) * field
-        flat = level.ravel()
-        threshold = float(np.partition(flat, target_voxels - 1)[target_voxels - 1])
+        threshold = _kth_smallest(level, target_voxels - 1, 1.0 - amplitude - 0.3, 1.0 + amplitude + 0.3)
         distance = _distance_estimate(level, spacing, threshold)
-        # The estimate only sizes the box; margins use the exact distance below.
-        inside_reach = distance <= np.float32(1.2 * pad_mm + float(spacing.max()))
-        # The reach zone must stay clear of the box faces, else the box was too small.
-        if not _touches_faces(inside_reach):
+        if not _touches_faces(distance <= np.float32(near_mm)):
             break
-    # Crop to the reach zone: every later step works on this smaller box.
-    low, high = _bounds(inside_reach, margin=1)
-    cropped = np.ascontiguousarray(distance[low[0] : high[0], low[1] : high[1], low[2] : high[2]])
-    outside = ndimage.distance_transform_edt(cropped > 0, sampling=spacing).astype(np.float32)
-    if _touches_faces(outside <= np.float32(pad_mm)):
-        # The estimate cut the box too tight for the exact zone: keep the whole box.
-        low, high, cropped = np.zeros(3, int), np.asarray(level.shape), distance
-        outside = ndimage.distance_transform_edt(cropped > 0, sampling=spacing).astype(np.float32)
-    return TumorShape(cropped, outside, half - low, radius, spacing)
+    # The shape's box: the tumor's bounding box grown by the margin reach on every side, so every
+    # voxel within ``pad_mm`` of the tumor is in it and the exact zones need no bigger box. Beyond
+    # the level field's box the estimate is simply "far outside".
+    tumor_low, tumor_high = _bounds(distance <= 0, margin=0)
+    reach = np.ceil(pad_mm / spacing).astype(int) + 1
+    low, high = tumor_low - reach, tumor_high + reach
+    before = np.maximum(-low, 0)
+    after = np.maximum(high - np.asarray(distance.shape), 0)
+    padded = np.pad(distance, list(zip(before, after, strict=True)), constant_values=FAR_OUTSIDE_MM)
+    box = tuple(slice(a + b, c + b) for a, b, c in zip(low, before, high, strict=True))
+    distance = np.ascontiguousarray(padded[box])
+    # The field is 1 on the ellipsoid's surface and rises 1/radius per mm along each semi-axis; the
+    # deformation moves it by at most ``amplitude`` level units.
+    inscribed = max(0.0, (threshold - amplitude) * float(radii.min()))
+    return TumorShape(distance, half - low, radius, spacing, pad_mm, inscribed)
+
+
+def _kth_smallest(values: np.ndarray, k: int, low: float, high: float) -> float:
+    """The ``k``-th smallest value (0-based), partitioning only the values in ``[low, high)`` when
+    the answer lies there (a guess of the bracket; any bracket gives the same exact answer)."""
+    flat = values.ravel()
+    below = int(np.count_nonzero(flat < low))
+    bracket = flat[(flat >= low) & (flat < high)]
+    if below <= k < below + len(bracket):
+        return float(np.partition(bracket, k - below)[k - below])
+    return float(np.partition(flat, k)[k])
+
+
+def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float) -> np.ndarray:
+    """Distance (mm) from each voxel centre to the nearest ``tumor`` voxel centre, as float32.
+
+    Exact up to ``reach_mm``; beyond it, some value above ``reach_mm`` (never less than the true
+    distance). This is the separable squared-distance recursion with the last two passes limited
+    to offsets within ``reach_mm``: a nearest tumor voxel further than that along one axis is
+    further than ``reach_mm`` in all, so nothing within reach changes, and the work is a few dozen
+    array operations, 1.5 to 3 times faster than a full exact transform of the box.
+    """
+    far = np.float32(np.inf)
+    # Pass 1, along x: distance to the nearest tumor voxel in the same row (voxels).
+    columns = np.arange(tumor.shape[2], dtype=np.float32)
+    before = np.maximum.accumulate(np.where(tumor, columns, -far), axis=2)
+    after = np.minimum.accumulate(np.where(tumor, columns, far)[..., ::-1], axis=2)[..., ::-1]
+    squared = np.minimum(columns - before, after - columns)
+    squared *= np.float32(spacing[2])
+    squared *= squared
+    # Passes 2 and 3, along y then z: a windowed minimum of g(k) + (k * spacing)^2.
+    for axis in (1, 0):
+        window = int(reach_mm // spacing[axis])
+        padded = np.pad(
+            squared, [(window, window) if a == axis else (0, 0) for a in range(3)], constant_values=far
+        )
+        length = squared.shape[axis]
+        result = np.full_like(squared, far)
+        term = np.empty_like(squared)
+        for offset in range(-window, window + 1):
+            start = window + offset
+            shifted = padded[:, start : start + length] if axis == 1 else padded[start : start + length]
+            np.add(shifted, np.float32((offset * spacing[axis]) ** 2), out=term)
+            np.minimum(result, term, out=result)
+        squared = result
+    return np.sqrt(squared)
 
 
 def _bounds(mask: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
