@@ -70,7 +70,7 @@ class Placer:
     spacing_zyx_mm: np.ndarray
     rng: np.random.Generator
     _organ_flat: np.ndarray | None = field(default=None, repr=False)
-    _depth_mm: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # see _depth_map
+    _depth_mm: tuple[np.ndarray, np.ndarray, int] | None = field(default=None, repr=False)  # _depth_map
 
     def organ_voxels(self, count: int) -> np.ndarray:
         """``(n, 3)`` random organ voxel indices (uniform over the organ; n <= count)."""
@@ -80,7 +80,7 @@ class Placer:
             # 1/1000 of the volume (a liver in a whole CT is 1/20); a full pass costs tens.
             draws = self.rng.integers(0, flat.size, 64 * count)
             hits = draws[self.table[flat[draws]] == ORGAN]
-            if len(hits) >= count // 4:
+            if len(hits) >= max(1, count // 4):
                 return np.stack(np.unravel_index(hits[:count], self.labels.shape), axis=1)
             self._organ_flat = np.flatnonzero(self.table[self.labels] == ORGAN)
         if len(self._organ_flat) == 0:
@@ -137,16 +137,19 @@ class Placer:
         """Up to ``limit`` organ voxels that may lie ``depth_mm`` deep: deepest
         first in tiers of ``DEPTH_TIER_MM``, random within a tier (a thin organ holds a large tumor
         only near its middle, so that is where to look first)."""
-        depths, voxels = self._depth_map()
+        depths, voxels, step = self._depth_map()
         chosen = np.flatnonzero(depths >= depth_mm)
         chosen = chosen[self.rng.permutation(len(chosen))]
         tiers = np.floor(depths[chosen] / DEPTH_TIER_MM)
         chosen = chosen[np.argsort(-tiers, kind="stable")][:limit]
-        return voxels[chosen]
+        # Anywhere in the lattice cell, not only at its corner: where a tumor just fits, the
+        # positions that hold it can lie between lattice points.
+        jitter = self.rng.integers(-(step // 2), step - step // 2, size=(len(chosen), 3))
+        return np.clip(voxels[chosen] + jitter, 0, np.asarray(self.labels.shape) - 1)
 
-    def _depth_map(self) -> tuple[np.ndarray, np.ndarray]:
-        """Depth (mm) below the organ's surface of organ voxels on a coarse lattice, and their
-        ``(n, 3)`` indices; made once per call.
+    def _depth_map(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """Depth (mm) below the organ's surface of organ voxels on a coarse lattice, their
+        ``(n, 3)`` indices, and the lattice step (voxels); made once per call.
 
         The depth of a lattice voxel is its distance to the nearest non-organ lattice voxel: never
         less than its true depth, so no voxel that is truly deep enough is missed.
@@ -167,7 +170,7 @@ class Placer:
             # Pad so the field of view's edge counts as the organ's surface.
             depth = ndimage.distance_transform_edt(np.pad(organ, 1), sampling=self.spacing_zyx_mm * step)
             depth = depth[1:-1, 1:-1, 1:-1]
-            self._depth_mm = (depth[organ].astype(np.float32), np.argwhere(organ) * step + low)
+            self._depth_mm = (depth[organ].astype(np.float32), np.argwhere(organ) * step + low, step)
         return self._depth_mm
 
 
