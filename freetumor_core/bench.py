@@ -11,7 +11,6 @@ they measure and are named in :data:`SUITES`; the result file has the shape::
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import platform
 import statistics
@@ -125,16 +124,6 @@ def run_suite(suite: str, options: dict[str, Any] | None = None, repeat: int = 5
     bench = Bench(suite, options, repeat)
     function(bench)
     return bench.payload()
-
-
-def write_json(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write a JSON file atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
-    return path
 
 
 def format_table(payload: dict[str, Any]) -> str:

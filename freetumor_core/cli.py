@@ -144,12 +144,13 @@ def command_demo(args: argparse.Namespace) -> int:
 
 # -- bench --------------------------------------------------------------------------------------
 def command_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, run_suite, write_json
+    from .bench import format_table, run_suite
+    from .files import write_json
 
     options = dict(option.split("=", 1) for option in args.option)
     payload = run_suite(args.suite, options, repeat=args.repeat)
     if args.json:
-        write_json(payload, args.json)
+        write_json(args.json, payload, indent=2)
     if progress.get_mode() == "json":
         print_result({"outputs": {"json": args.json}} if args.json else payload)
     else:

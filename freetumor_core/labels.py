@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .files import write_json
 from .volume import Volume, read_volume, write_volume
 
 # Names that select several labels at once. Matching is on whole names, after these aliases.
@@ -146,9 +147,7 @@ class LabelMap:
         sidecar = sidecar_path(path)
         present = self.present()
         payload = {"labels": {str(i): self.names.get(i, present.get(i)) for i in sorted(present)}}
-        temporary = sidecar.with_name(f".{sidecar.name}.tmp")
-        temporary.write_text(json.dumps(payload, indent=1))
-        os.replace(temporary, sidecar)
+        write_json(sidecar, payload)
         return path
 
 

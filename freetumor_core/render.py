@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from .files import atomic_output
 from .labels import LabelMap, align_to
 from .records import TumorRecord
 from .volume import LPS_TO_RAS, Volume, ras_view
@@ -62,21 +62,13 @@ def _organ_colour(label_id: int) -> tuple[int, int, int]:
 
 
 def _write_png_atomically(vtk, image_producer, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_output(path) as temporary:
         writer = vtk.vtkPNGWriter()
-        writer.SetFileName(temporary)
+        writer.SetFileName(str(temporary))
         writer.SetInputConnection(image_producer.GetOutputPort())
         writer.Write()
-        if writer.GetErrorCode() != 0 or os.path.getsize(temporary) == 0:
+        if writer.GetErrorCode() != 0 or temporary.stat().st_size == 0:
             raise OSError(f"could not write PNG {temporary} (VTK error code {writer.GetErrorCode()})")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
     return path
 
 

@@ -16,7 +16,6 @@ in the same folder, then rename).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .files import atomic_output
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
@@ -251,19 +251,11 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = 
     suffix = _suffix(path)
     if suffix not in WRITABLE_SUFFIXES:
         raise InputError(f"cannot write '{suffix}' files; use one of {', '.join(WRITABLE_SUFFIXES)}", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = volume.to_sitk()
     if image.HasMetaDataKey("freetumor:source"):
         image.EraseMetaData("freetumor:source")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, useCompression=compress and suffix != ".nii")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_output(path) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=compress and suffix != ".nii")
     return path
 
 

@@ -26,9 +26,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from freetumor_core.descriptors import (
     distribution_distance,
 )
 from freetumor_core.errors import InputError
+from freetumor_core.files import atomic_output, write_text
 from freetumor_core.progress import set_mode, track
 from freetumor_core.volume import Volume, read_ct, read_volume
 
@@ -266,18 +265,6 @@ def compare(rows: Sequence[dict], real_filter: Callable[[dict], bool]) -> dict:
     return out
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def _csv_text(rows: Sequence[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -341,7 +328,8 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     figure.legend(handles, [label for label, _, _ in groups], loc="lower center", ncol=3)
     figure.suptitle("Tumor descriptors: real against synthetic (lines: medians)")
     figure.tight_layout(rect=(0, 0.04, 1, 0.97))
-    _write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=90, format="png"))
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=90, format="png")
     plt.close(figure)
 
 
@@ -390,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = real + synthetic
     args.output.mkdir(parents=True, exist_ok=True)
     table = _csv_text(rows)
-    _write_atomically(args.output / "realism_table.csv", lambda t: Path(t).write_text(table))
+    write_text(args.output / "realism_table.csv", table)
     report = {
         "settings": {
             "real": args.real,
@@ -408,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     text = json.dumps(_json_ready(report), indent=1, allow_nan=False)
-    _write_atomically(args.output / "realism_distances.json", lambda t: Path(t).write_text(text))
+    write_text(args.output / "realism_distances.json", text)
     plot(rows, args.output / "realism.png")
     print(_printable_table(rows))
     if not synthetic:

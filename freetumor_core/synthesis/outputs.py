@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..bench import write_json
+from ..files import write_json
 from ..volume import write_volume
 from .spec import SynthesisResult
 
@@ -20,7 +20,7 @@ def write_result(result: SynthesisResult, folder: str | Path, snapshot: bool = T
     outputs = {
         "ct": write_volume(result.ct, folder / "ct.nii.gz"),
         "labels": result.labels.save(folder / "labels.nii.gz"),
-        "tumors": write_json({"tumors": [r.to_dict() for r in result.tumors]}, folder / "tumors.json"),
+        "tumors": write_json(folder / "tumors.json", {"tumors": [r.to_dict() for r in result.tumors]}),
     }
     if snapshot:
         from ..render import snapshot as render_snapshot

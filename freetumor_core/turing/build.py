@@ -10,7 +10,6 @@ not lie inside the study folder.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import write_json
 from ..labels import LabelMap, align_to, read_labels
 from ..progress import track
 from ..records import TumorRecord
@@ -47,12 +47,6 @@ class StudyCase:
     tumors: list[TumorRecord]
     source: str
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _write_json(data: Any, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
 
 
 def _neutral_ids(count: int, rng: np.random.Generator) -> list[str]:
@@ -246,7 +240,7 @@ def write_study(
             "case_format": case_format.to_dict(),
             "cases": manifest_cases,
         }
-        _write_json(manifest, staging / MANIFEST)
+        write_json(staging / MANIFEST, manifest)
         Store.create(staging / DATABASE, ids, seed, study_id)
         key = {
             "format": KEY_FORMAT,
@@ -262,7 +256,7 @@ def write_study(
                 for case_id, case in zip(ids, shuffled, strict=True)
             },
         }
-        _write_json(key, key_path)
+        write_json(key_path, key)
         if output.exists():
             output.rmdir()
         os.replace(staging, output)

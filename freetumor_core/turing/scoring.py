@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import files
 from ..errors import InputError
 from .build import KEY_FORMAT
 from .store import CALLS, Answer
@@ -219,24 +220,13 @@ def answer_rows(study: Study, key: dict[str, dict[str, Any]]) -> list[dict[str, 
     return _rows(study.answers(), key)
 
 
-def _atomic_path(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp")
-
-
 def write_json(scores: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the scores as JSON, atomically."""
-    path = Path(path)
-    temporary = _atomic_path(path)
-    temporary.write_text(json.dumps(scores, indent=1))
-    os.replace(temporary, path)
-    return path
+    return files.write_json(path, scores)
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write one row per answer as CSV, atomically."""
-    path = Path(path)
-    temporary = _atomic_path(path)
     fields = [
         "reader",
         "case_id",
@@ -251,12 +241,11 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
         "answered_at",
         "seconds_spent",
     ]
-    with open(temporary, "w", newline="") as handle:
+    with files.atomic_output(path) as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
-    return path
+    return Path(path)
 
 
 def write_figure(scores: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -307,9 +296,7 @@ def write_figure(scores: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     right.set_xlabel("confidence")
     right.set_title("Pooled accuracy by confidence")
     figure.tight_layout()
-    path = Path(path)
-    temporary = _atomic_path(path).with_suffix(".png")
-    figure.savefig(temporary, dpi=120, format="png")
+    with files.atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return Path(path)
