@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,9 @@ ORGAN_PALETTE = (
 
 def _vtk():
     """Import VTK lazily: it is an optional extra (``freetumor-core[render]``)."""
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        # No X server: go straight to EGL rather than try X first and print a warning.
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     # ``all`` also loads the OpenGL backend (EGL/OSMesa/X offscreen) and FreeType text rendering.
     from vtkmodules import all as vtk
 
