@@ -396,3 +396,22 @@ def test_demo_writes_synthesis_outputs(tmp_path):
     assert set(outputs) == {"ct", "labels", "tumors", "snapshot"}
     records = json.loads(outputs["tumors"].read_text())["tumors"]
     assert len(records) == 2 and all(r["organ"] == "liver" for r in records)
+
+
+def test_cli_refuses_windowed_ct_unless_allowed(phantom, tmp_path):
+    from freetumor_core import write_volume
+
+    ct, labels = phantom
+    # The same anatomy exported as an 8-bit window (DeepLesion's u8 = 0.5667 * HU + 104.35).
+    windowed = ct.like(np.clip(np.round(0.5667 * ct.array + 104.35), 0, 255).astype(np.uint8))
+    ct_path = write_volume(windowed, tmp_path / "windowed_ct.nii.gz")
+    labels_path = labels.save(tmp_path / "labels.nii.gz")
+    arguments = ["synthesize", str(ct_path), "--organs", str(labels_path), "--no-snapshot"]
+    refused = run_cli(*arguments, "-o", str(tmp_path / "refused"))
+    assert refused.returncode == 2
+    assert f"{ct_path}: values 0..255 look like 8-bit windowed data" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    allowed = run_cli(*arguments, "--allow-non-hu", "-o", str(tmp_path / "allowed"))
+    assert allowed.returncode == 0, allowed.stderr
+    assert "accepted because non-HU input was allowed" in allowed.stderr
+    assert (tmp_path / "allowed" / "tumors.json").is_file()

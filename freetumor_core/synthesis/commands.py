@@ -34,6 +34,11 @@ def register(commands, common) -> None:
     parser.add_argument("--allow-shrink", action="store_true", help="shrink tumors that do not fit")
     parser.add_argument("--contrast-hu", type=float, help="fixed mean contrast against the organ (HU)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    parser.add_argument(
+        "--allow-non-hu",
+        action="store_true",
+        help="accept a CT whose values do not look like Hounsfield units (warns instead of refusing)",
+    )
     parser.add_argument("--no-snapshot", action="store_true", help="skip snapshot.png")
     parser.add_argument("-o", "--output", required=True, help="output folder")
     parser.set_defaults(handler=command_synthesize)
@@ -65,7 +70,7 @@ def command_synthesize(args: argparse.Namespace) -> int:
     outputs: dict[str, Path] = {}
     for step in progress.track(["read", "synthesize", "write"], "synthesize"):
         if step == "read":
-            ct = read_ct(args.ct)
+            ct = read_ct(args.ct, allow_non_hu=args.allow_non_hu)
             organs = align_to(read_labels(args.organs, args.label_names), ct)
         elif step == "synthesize":
             result = synthesize(ct, organs, spec, seed=args.seed)
