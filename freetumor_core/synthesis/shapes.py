@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .texture import smooth_noise
 
@@ -21,12 +22,17 @@ SMOOTH_UNION = 0.15  # level units over which lobes merge with the body
 EDGE_OUTSIDE_MM = 2.0  # the soft edge reaches at most this far outside the surface
 # The distance estimate beyond the level field's own box: far outside.
 FAR_OUTSIDE_MM = np.float32(1e6)
-# Most level units the deformation moves the surface at irregularity 1. Above about 0.33 the
-# field's slope can beat the ellipsoid's and leave detached specks of tumor beside the body.
-DEFORMATION_LEVEL = 0.3
+# Most level units the deformation moves the surface at irregularity 1. Where the deformation's
+# slope beats the ellipsoid's, the level set breaks into the body and detached specks (or, rarely,
+# small cavities): only the face-connected body around the centre is kept (see
+# :func:`_connected_level_set`).
+DEFORMATION_LEVEL = 0.65
 DEFORMATION_SPREAD = (0.6, 1.0)  # per-tumor factor on that amplitude: some smoother, some rougher
-FINE_FEATURE = 0.5  # the fine deformation octave's feature size relative to the coarse one
-FINE_SHARE = 0.5  # share of the amplitude given to the fine octave (surface roughness)
+# (feature size relative to the radius, share of the amplitude): bumps, then surface roughness.
+OCTAVES = ((1.0, 0.5), (0.5, 0.5))
+# The surface rarely moves out by more than this share of the amplitude: the first box holds it.
+REACH_SHARE = 0.75
+BOX_GROWTH = (1.0, 1.15, 1.4, 2.0, 3.0)  # the tight box's successive sizes, if the soft edge touches it
 
 
 @dataclass
@@ -143,16 +149,19 @@ def make_shape(
     # Half extent (mm) of the undeformed shape along each array axis.
     ellipsoid_extent = np.sqrt(((rotation * radii[:, None]) ** 2).sum(axis=0))
     lobe_extent = (np.abs(lobe_centres) + lobe_radii[:, None]).max(axis=0) if lobe_count else 0.0
-    extent = np.maximum(ellipsoid_extent, lobe_extent) * (1.0 + amplitude)
+    extent = np.maximum(ellipsoid_extent, lobe_extent)
     # Inverse quadratic form: d^2 = p^T M p with p in mm, (z, y, x) order.
     form = rotation.T @ np.diag(1.0 / radii**2) @ rotation
     voxel_mm3 = float(spacing.prod())
     target_voxels = max(1, round(np.pi / 6.0 * diameter_mm**3 / voxel_mm3))
     # The level field is only needed on the tumor and its soft edge: a tight box, grown until
-    # that region stays clear of the box faces.
+    # that region stays clear of the box faces. The deformation rarely pushes the surface out by
+    # more than REACH_SHARE of its amplitude, so the first box is seldom too small.
     near_mm = EDGE_OUTSIDE_MM + float(spacing.max())
-    for growth in (1.3, 1.6, 2.0, 3.0):
-        half = np.ceil(extent * growth / spacing).astype(int) + 2
+    for growth in BOX_GROWTH:
+        half = (
+            np.ceil((extent * (1.0 + REACH_SHARE * amplitude) * growth + near_mm) / spacing).astype(int) + 1
+        )
         z, y, x = _grid_mm(half, spacing)
         cross = (2 * form[0, 2]) * z + (2 * form[1, 2]) * y  # (Z, Y, 1)
         plane = form[0, 0] * z * z + form[1, 1] * y * y + (2 * form[0, 1]) * z * y  # (Z, Y, 1)
@@ -171,22 +180,38 @@ def make_shape(
                 level = _smooth_minimum(level, lobe, SMOOTH_UNION)
         if amplitude > 0:
             deformation = np.random.default_rng(deformation_seed)
-            # Two octaves, bumps about the radius and finer roughness; each is clipped, so together
+            # Octaves from bumps about the radius to fine roughness; each is clipped, so together
             # they move the level by at most ``amplitude``.
-            for feature, share in ((1.0, 1.0 - FINE_SHARE), (FINE_FEATURE, FINE_SHARE)):
+            for feature, share in OCTAVES:
                 feature_mm = max(0.9 * feature * radius, 2.0 * float(spacing.min()))
                 field = smooth_noise(level.shape, spacing, feature_mm, deformation)
                 np.clip(field, -1.5, 1.5, out=field)
                 # Additive, so the field's gradient stays bounded far from the surface.
                 level += np.float32(share * amplitude / 1.5) * field
-        threshold = _kth_smallest(level, target_voxels - 1, 1.0 - amplitude - 0.3, 1.0 + amplitude + 0.3)
+        # The threshold lies near 1 (the deformation is zero-mean): partition only around it.
+        threshold = _kth_smallest(level, target_voxels - 1, 0.85 - 0.6 * amplitude, 1.15 + 0.4 * amplitude)
+        tumor, threshold, dropped, (tumor_low, tumor_high) = _connected_level_set(
+            level, target_voxels, half, threshold
+        )
         distance = _distance_estimate(level, spacing, threshold)
+        if dropped:
+            distance = _drop_outside(distance, tumor, spacing)
         if not _touches_faces(distance <= np.float32(near_mm)):
             break
+    # A lower bound on the centre's depth: the nearest voxel centre outside the tumor (found in the
+    # tumor's bounding box grown by a voxel), less a voxel, as the surface lies between it and the
+    # tumor voxel next to it. At least the analytic bound: the field is 1 on the ellipsoid's
+    # surface and rises 1/radius per mm along each semi-axis, and the deformation moves it by at
+    # most ``amplitude`` level units.
+    near = tuple(slice(max(a - 1, 0), b + 1) for a, b in zip(tumor_low, tumor_high, strict=True))
+    outside_squared = np.where(
+        tumor[near], np.float32(np.inf), z[near[0]] ** 2 + y[:, near[1]] ** 2 + x[:, :, near[2]] ** 2
+    )
+    nearest_outside = float(np.sqrt(outside_squared.min()))
+    inscribed = max(0.0, (threshold - amplitude) * float(radii.min()), nearest_outside - float(spacing.max()))
     # The shape's box: the tumor's bounding box grown by the margin reach on every side, so every
     # voxel within ``pad_mm`` of the tumor is in it and the exact zones need no bigger box. Beyond
     # the level field's box the estimate is simply "far outside".
-    tumor_low, tumor_high = _bounds(distance <= 0, margin=0)
     reach = np.ceil(pad_mm / spacing).astype(int) + 1
     low, high = tumor_low - reach, tumor_high + reach
     before = np.maximum(-low, 0)
@@ -194,10 +219,65 @@ def make_shape(
     padded = np.pad(distance, list(zip(before, after, strict=True)), constant_values=FAR_OUTSIDE_MM)
     box = tuple(slice(a + b, c + b) for a, b, c in zip(low, before, high, strict=True))
     distance = np.ascontiguousarray(padded[box])
-    # The field is 1 on the ellipsoid's surface and rises 1/radius per mm along each semi-axis; the
-    # deformation moves it by at most ``amplitude`` level units.
-    inscribed = max(0.0, (threshold - amplitude) * float(radii.min()))
     return TumorShape(distance, half - low, radius, spacing, pad_mm, inscribed)
+
+
+def _connected_level_set(
+    level: np.ndarray, count: int, centre: np.ndarray, threshold: float
+) -> tuple[np.ndarray, float, bool, tuple[np.ndarray, np.ndarray]]:
+    """The ``count`` voxels of a face-connected tumor around ``centre``, chosen by lowest level.
+
+    Face (6-) connectivity, because that is how a label map's components are counted: a voxel
+    touching the body only at an edge or corner would count as a separate speck.
+
+    Args:
+        threshold: the ``count``-th smallest level.
+
+    Returns:
+        ``(tumor, threshold, dropped, bounds)``, with the tumor's ``bounds`` as from
+        :func:`_bounds`. Usually ``level <= threshold`` is one component of exactly ``count``
+        voxels: that is the tumor, and ``dropped`` is False. Otherwise the tumor is the component
+        holding the centre (or, if the deformation pushed the centre out, the lowest voxel)
+        regrown to ``count`` voxels by adding its lowest face neighbours; every tumor voxel then
+        has a level at most the returned threshold, and ``dropped`` is True: some voxels at or
+        below it are not tumor.
+    """
+    inside = level <= np.float32(threshold)
+    low, high = _bounds(inside, margin=0)
+    # Labelling only the level set's bounding box halves the cost of the common case.
+    _, number = ndimage.label(inside[tuple(slice(a, b) for a, b in zip(low, high, strict=True))])
+    if number == 1 and np.count_nonzero(inside) == count:
+        return inside, threshold, False, (low, high)
+    components, _ = ndimage.label(inside)
+    seed = components[tuple(centre)]
+    if seed == 0:
+        seed = components.flat[int(np.argmin(level))]
+    tumor = components == seed
+    missing = count - int(np.count_nonzero(tumor))
+    while missing > 0:
+        # Grow by the lowest voxels of the next layer: the level set of a slightly higher
+        # threshold, kept connected to the body (specks it would reach stay out).
+        candidates = np.flatnonzero(ndimage.binary_dilation(tumor) & ~tumor)
+        if len(candidates) > missing:
+            candidates = candidates[np.argpartition(level.flat[candidates], missing - 1)[:missing]]
+        tumor.flat[candidates] = True
+        missing -= len(candidates)
+    # Ties at the threshold can leave a few voxels too many: the exact count wins.
+    extra = int(np.count_nonzero(tumor)) - count
+    if extra > 0:
+        members = np.flatnonzero(tumor)
+        tumor.flat[members[np.argpartition(-level.flat[members], extra - 1)[:extra]]] = False
+    return tumor, float(level[tumor].max()), True, _bounds(tumor, margin=0)
+
+
+def _drop_outside(distance: np.ndarray, tumor: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Make the distance estimate positive off ``tumor`` and at least the exact distance (less a
+    voxel) from it, so that no dropped speck of low level, nor its soft edge, is painted."""
+    reach_mm = EDGE_OUTSIDE_MM + 2.0 * float(spacing.max())
+    exact = _outside_distance_mm(tumor, spacing, reach_mm) - np.float32(spacing.max())
+    distance = np.where(tumor, distance, np.maximum(distance, exact))
+    np.maximum(distance, np.float32(0.5 * spacing.min()), out=distance, where=~tumor)
+    return distance
 
 
 def _kth_smallest(values: np.ndarray, k: int, low: float, high: float) -> float:
@@ -231,17 +311,21 @@ def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float
     # Passes 2 and 3, along y then z: a windowed minimum of g(k) + (k * spacing)^2.
     for axis in (1, 0):
         window = int(reach_mm // spacing[axis])
-        padded = np.pad(
-            squared, [(window, window) if a == axis else (0, 0) for a in range(3)], constant_values=far
-        )
-        length = squared.shape[axis]
-        result = np.full_like(squared, far)
+        result = squared.copy()
         term = np.empty_like(squared)
-        for offset in range(-window, window + 1):
-            start = window + offset
-            shifted = padded[:, start : start + length] if axis == 1 else padded[start : start + length]
-            np.add(shifted, np.float32((offset * spacing[axis]) ** 2), out=term)
-            np.minimum(result, term, out=result)
+
+        def cut(start: int | None, stop: int | None, axis: int = axis) -> tuple[slice, ...]:
+            return (slice(None),) * axis + (slice(start, stop),)
+
+        for offset in range(1, window + 1):
+            # Each voxel takes the better of its neighbours ``offset`` before and after it.
+            step = np.float32((offset * spacing[axis]) ** 2)
+            for source, target in (
+                (cut(offset, None), cut(None, -offset)),
+                (cut(None, -offset), cut(offset, None)),
+            ):
+                np.add(squared[source], step, out=term[target])
+                np.minimum(result[target], term[target], out=result[target])
         squared = result
     return np.sqrt(squared)
 
