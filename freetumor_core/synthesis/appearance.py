@@ -92,10 +92,14 @@ def noise_sd_hu(values: np.ndarray, mask: np.ndarray) -> float:
     about 4096 evenly spread differences are used (the estimate's error is then about 1.5%).
     """
     both = mask[..., 1:] & mask[..., :-1]
-    count = int(both.sum())
-    if count < 16:
+    pairs = np.flatnonzero(both)
+    if len(pairs) < 16:
         return float("nan")
-    differences = (values[..., 1:] - values[..., :-1])[both][:: max(1, count // 4096)].astype(np.float64)
+    # Differences only at the chosen pairs: index i of (..., X - 1) is voxel i + i // (X - 1).
+    pairs = pairs[:: max(1, len(pairs) // 4096)]
+    pairs += pairs // both.shape[-1]
+    flat = values.reshape(-1)
+    differences = flat[pairs + 1].astype(np.float64) - flat[pairs]
     mad = np.median(np.abs(differences - np.median(differences)))
     return float(1.4826 * mad / math.sqrt(2.0))
 

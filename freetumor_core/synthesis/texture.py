@@ -40,11 +40,13 @@ def smooth_noise(
         for length, spacing in zip(shape_zyx, spacing_zyx_mm, strict=True)
     ]
     lattice = rng.standard_normal(tuple(k.shape[1] for k in kernels), dtype=np.float32)
-    # einsum's own loops, not BLAS: for these small products a multi-threaded BLAS spends more
-    # time waking threads than computing, badly so on a busy 2-core machine.
-    field = np.einsum("abk,xk->abx", lattice, kernels[2])  # (nz, ny, X)
-    field = np.einsum("yb,abx->ayx", kernels[1], field)  # (nz, Y, X)
-    return np.einsum("za,ayx->zyx", kernels[0], field)
+    # Three matrix products, x then y then z. BLAS does them 4-7 times faster than einsum's own
+    # loops, also with both cores of a 2-core machine busy (measured: 0.02 against 0.15 ms for a
+    # 35³ box, 0.09 against 0.64 ms for a 60³ one).
+    field = lattice @ kernels[2].T  # (nz, ny, X)
+    field = np.matmul(kernels[1], field)  # (nz, Y, X)
+    nz, size_y, size_x = field.shape
+    return (kernels[0] @ field.reshape(nz, size_y * size_x)).reshape(len(kernels[0]), size_y, size_x)
 
 
 def tumor_texture(
