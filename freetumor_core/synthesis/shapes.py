@@ -151,7 +151,8 @@ def make_shape(
     lobe_extent = (np.abs(lobe_centres) + lobe_radii[:, None]).max(axis=0) if lobe_count else 0.0
     extent = np.maximum(ellipsoid_extent, lobe_extent)
     # Inverse quadratic form: d^2 = p^T M p with p in mm, (z, y, x) order.
-    form = rotation.T @ np.diag(1.0 / radii**2) @ rotation
+    # float32, as the grid: a float64 coefficient would make every product on the box float64.
+    form = (rotation.T @ np.diag(1.0 / radii**2) @ rotation).astype(np.float32)
     voxel_mm3 = float(spacing.prod())
     target_voxels = max(1, round(np.pi / 6.0 * diameter_mm**3 / voxel_mm3))
     # The level field is only needed on the tumor and its soft edge: a tight box, grown until
@@ -351,10 +352,18 @@ def _smooth_minimum(a: np.ndarray, b: np.ndarray, width: float) -> np.ndarray:
 def _distance_estimate(level: np.ndarray, spacing: np.ndarray, threshold: float) -> np.ndarray:
     """``(level - threshold) / |grad level|`` in mm (central differences; one-sided at the faces)."""
     squared = np.zeros(level.shape, dtype=np.float32)
+    difference = np.empty_like(squared)
     for axis in range(3):
-        gradient = np.gradient(level, axis=axis) * np.float32(1.0 / spacing[axis])
-        gradient *= gradient
-        squared += gradient
+        # Twice the derivative along the axis in level units per voxel, then scaled once.
+        values, twice = np.moveaxis(level, axis, 0), np.moveaxis(difference, axis, 0)
+        np.subtract(values[2:], values[:-2], out=twice[1:-1])
+        np.subtract(values[1], values[0], out=twice[0])
+        np.subtract(values[-1], values[-2], out=twice[-1])
+        twice[0] *= 2
+        twice[-1] *= 2
+        np.square(difference, out=difference)
+        difference *= np.float32(0.25 / spacing[axis] ** 2)
+        squared += difference
     np.sqrt(squared, out=squared)
     np.maximum(squared, np.float32(1e-6), out=squared)
     distance = level - np.float32(threshold)
