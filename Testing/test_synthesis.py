@@ -20,6 +20,7 @@ from freetumor_core.synthesis.appearance import (
     MIN_CONTRAST_HU,
     SOLID_FLOOR_HU,
     Look,
+    difference_map,
     noise_sd_hu,
 )
 from freetumor_core.synthesis.shapes import _connected_level_set, make_shape
@@ -327,6 +328,23 @@ def test_necrosis_rim_and_mass_effect(phantom):
     moved = (special.ct.array != ct.array) & around
     assert moved.sum() > 1000
     assert record.contrast_hu == pytest.approx(-40.0, abs=1.0)
+
+
+def test_calcified_foci_are_bright_sparse_and_inside():
+    """Foci: bright specks deep inside the tumor, a small share of it, the mean HU unchanged."""
+    spacing = np.array([1.5, 1.5, 1.5])
+    shape = make_shape(30.0, spacing, np.random.default_rng(2))
+    maps = {}
+    for foci_hu in (None, 400.0):
+        look = Look(0.6, 0.2, 8.0, None, None, 0.1, foci_hu=foci_hu, foci_seed=7)
+        look.resolve(100.0)
+        maps[foci_hu] = difference_map(shape, look, np.random.default_rng(3))
+    added = maps[400.0] - maps[None]
+    bright = added > 100.0
+    assert 3 <= bright.sum() <= 0.05 * shape.mask.sum()
+    assert (shape.depth_mm()[bright] > 1.0).all()
+    assert added.max() <= 400.0
+    assert maps[400.0][shape.mask].mean() == pytest.approx(maps[None][shape.mask].mean(), abs=0.5)
 
 
 def test_bad_requests_get_clear_errors(phantom):

@@ -29,6 +29,11 @@ MIN_CONTRAST_HU = 8.0  # at least this much darker than its organ, else it is no
 MAX_CONTRAST_HU = 150.0  # at most this much darker (arterial-phase renal cortex at 250 HU and more)
 TEXTURE_SD_LIMITS_HU = (3.0, 60.0)
 MAX_BLUR_MM = 8.0  # deepest reach of the edge ramp into the tumor
+# Calcification-like foci: only in tumors of at least this radius, this deep below the surface,
+# at most this many (clustered around one to three points).
+FOCI_MIN_RADIUS_MM = 4.0
+FOCI_DEPTH_MM = 1.5
+MAX_FOCI = 40
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,9 @@ class OrganAppearance:
         rim_fraction: an enhancing rim is brighter by this fraction of the host HU.
         blur_fraction: how deep (fraction of the radius) the edge ramp reaches into the tumor: the
             margin's softness (small: well defined; large: ill-defined, infiltrative).
+        foci_probability: the chance that a tumor holds sparse bright calcification-like foci.
+        foci_hu: their peak brightness above the tumor, in HU: calcium is dense whatever the
+            phase, so this is absolute, not relative to the host.
     """
 
     tumor_fraction: tuple[float, float]
@@ -56,16 +64,24 @@ class OrganAppearance:
     necrosis_fraction: tuple[float, float] = (0.35, 0.7)
     rim_fraction: tuple[float, float] = (0.2, 0.5)
     blur_fraction: tuple[float, float] = (0.08, 0.2)
+    foci_probability: float = 0.05
+    foci_hu: tuple[float, float] = (150.0, 450.0)
 
 
 # Liver: metastases and HCC in the portal-venous phase sit at about 40-90% of the parenchyma
 # (hypovascular metastases lowest, HCC washout highest). Kidney: renal cell carcinoma enhances
 # less than the cortex and unevenly (clear-cell patchy, papillary low). Pancreas: adenocarcinoma is
 # hypoattenuating, fairly homogeneous and ill-defined. Renal masses are mostly well defined.
+# Calcification: some liver metastases (mucinous colorectal, treated) and renal cell carcinomas
+# hold calcified foci; pancreatic adenocarcinoma rarely does.
 APPEARANCE: dict[str, OrganAppearance] = {
-    "liver": OrganAppearance((0.40, 0.90), (0.12, 0.38), (6.0, 14.0)),
-    "kidney": OrganAppearance((0.35, 0.80), (0.12, 0.35), (6.0, 12.0), blur_fraction=(0.05, 0.12)),
-    "pancreas": OrganAppearance((0.50, 0.85), (0.06, 0.20), (6.0, 10.0), blur_fraction=(0.15, 0.35)),
+    "liver": OrganAppearance((0.40, 0.90), (0.12, 0.38), (6.0, 14.0), foci_probability=0.15),
+    "kidney": OrganAppearance(
+        (0.35, 0.80), (0.12, 0.35), (6.0, 12.0), blur_fraction=(0.05, 0.12), foci_probability=0.1
+    ),
+    "pancreas": OrganAppearance(
+        (0.50, 0.85), (0.06, 0.20), (6.0, 10.0), blur_fraction=(0.15, 0.35), foci_probability=0.02
+    ),
     "default": OrganAppearance((0.45, 0.85), (0.10, 0.30), (6.0, 12.0)),
 }
 
@@ -122,6 +138,8 @@ class Look:
         fixed_contrast_hu: a requested contrast that replaces the fraction (``None``: use it).
         contrast_hu, texture_sd_hu, necrosis_hu, rim_hu: HU set by :meth:`resolve` (NaN before;
             necrosis and rim ``None`` when off).
+        foci_hu: peak HU of calcification-like foci (``None``: none).
+        foci_seed: seed of the foci's positions and sizes.
     """
 
     tumor_fraction: float
@@ -135,6 +153,8 @@ class Look:
     texture_sd_hu: float = math.nan
     necrosis_hu: float | None = None
     rim_hu: float | None = None
+    foci_hu: float | None = None
+    foci_seed: int = 0
 
     def resolve(self, host_hu: float) -> None:
         """Turn the fractions into HU against the host organ's mean HU around the tumor (in place).
@@ -180,6 +200,9 @@ def draw_look(
     necrosis_fraction = float(rng.uniform(*appearance.necrosis_fraction))
     rim_fraction = float(rng.uniform(*appearance.rim_fraction))
     blur_fraction = float(rng.uniform(*appearance.blur_fraction))
+    foci = bool(rng.random() < appearance.foci_probability)
+    foci_hu = float(rng.uniform(*appearance.foci_hu))
+    foci_seed = int(rng.integers(2**63))
     return Look(
         tumor_fraction=tumor_fraction,
         texture_fraction=texture_fraction,
@@ -188,6 +211,8 @@ def draw_look(
         rim_fraction=rim_fraction if rim else None,
         blur_fraction=blur_fraction,
         fixed_contrast_hu=None if contrast_hu is None else float(contrast_hu),
+        foci_hu=foci_hu if foci else None,
+        foci_seed=foci_seed,
     )
 
 
@@ -207,6 +232,7 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
     ``blur_fraction * radius`` (at least ``edge_width_mm / 2``, at most :data:`MAX_BLUR_MM`) inside,
     so ill-defined tumors fade in over several millimetres. Necrotic core: the
     part deeper than 40% of the radius; rim: a band of about 15% of the radius under the surface.
+    Foci: see :func:`calcified_foci`.
     """
     if not math.isfinite(look.contrast_hu):
         raise ValueError("the look has no HU yet: call Look.resolve(host_hu) first")
@@ -232,9 +258,59 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
         half_width = max(0.075 * shape.radius_mm, 0.75)
         rim = np.exp(-(((depth - np.float32(half_width)) * np.float32(1.0 / half_width)) ** 2))
         body += np.float32(look.rim_hu) * rim
+    if look.foci_hu is not None and shape.radius_mm >= FOCI_MIN_RADIUS_MM:
+        foci = calcified_foci(depth, shape.spacing_zyx_mm, shape.radius_mm, look.foci_hu, look.foci_seed)
+        # Zero mean inside, as the texture, so the contrast calibration does not rescale them.
+        foci -= foci[depth > 0].mean()
+        body += foci
     difference = np.zeros(shape.box_shape, dtype=np.float32)
     difference[inner] = body * weight
     return difference
+
+
+def calcified_foci(
+    depth_mm: np.ndarray, spacing_zyx_mm: np.ndarray, radius_mm: float, peak_hu: float, seed: int
+) -> np.ndarray:
+    """Sparse bright specks, clustered as calcifications are: float32 HU on ``depth_mm``'s box.
+
+    Up to :data:`MAX_FOCI` Gaussian specks (0.5-1.2 mm SD, 50-100% of ``peak_hu``; a voxel takes
+    the brightest speck over it) at least :data:`FOCI_DEPTH_MM` below the surface, scattered about
+    one to three points with a spread of a quarter of the radius. Their number grows with the
+    tumor's cross-section: about one to four per 5 mm of radius squared. Cost: a few microseconds
+    per speck, paid only by the tumors that have them.
+    """
+    rng = np.random.default_rng(seed)
+    spacing = np.asarray(spacing_zyx_mm, dtype=np.float64)
+    count = int(np.clip(round(rng.uniform(0.5, 2.0) * (radius_mm / 5.0) ** 2), 1, MAX_FOCI))
+    # Cluster centres deep inside, by rejection sampling (no pass over the box); else the deepest.
+    draws = rng.integers(0, depth_mm.size, 64)
+    deep = draws[depth_mm.reshape(-1)[draws] > np.float32(max(FOCI_DEPTH_MM, 0.5 * radius_mm))]
+    if len(deep) == 0:
+        deep = np.array([int(np.argmax(depth_mm))])
+    deep = np.stack(np.unravel_index(deep, depth_mm.shape), axis=1)
+    clusters = deep[rng.integers(0, len(deep), rng.integers(1, 4))] * spacing
+    tries = clusters[rng.integers(0, len(clusters), 4 * count)] + rng.normal(
+        0.0, 0.25 * radius_mm, (4 * count, 3)
+    )
+    index = np.rint(tries / spacing).astype(int)
+    inside = np.all((index >= 0) & (index < np.asarray(depth_mm.shape)), axis=1)
+    index, tries = index[inside], tries[inside]
+    deep_enough = depth_mm[tuple(index.T)] > np.float32(FOCI_DEPTH_MM)
+    centres_mm = tries[deep_enough][:count]
+    sigmas_mm = rng.uniform(0.5, 1.2, len(centres_mm))
+    peaks_hu = peak_hu * rng.uniform(0.5, 1.0, len(centres_mm))
+    foci = np.zeros(depth_mm.shape, dtype=np.float32)
+    for centre_mm, sigma_mm, peak in zip(centres_mm, sigmas_mm, peaks_hu, strict=True):
+        low = np.maximum(np.floor((centre_mm - 3.0 * sigma_mm) / spacing).astype(int), 0)
+        high = np.minimum(np.ceil((centre_mm + 3.0 * sigma_mm) / spacing).astype(int) + 1, depth_mm.shape)
+        axes = [
+            np.exp(-0.5 * ((np.arange(a, b) * s - c) / sigma_mm) ** 2).astype(np.float32)
+            for a, b, s, c in zip(low, high, spacing, centre_mm, strict=True)
+        ]
+        speck = np.float32(peak) * axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+        np.maximum(foci[box], speck, out=foci[box])
+    return foci
 
 
 def mass_effect(
