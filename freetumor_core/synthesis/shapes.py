@@ -1,8 +1,9 @@
 """Tumor shapes in millimetres: a rotated ellipsoid with smooth random deformation and lobes.
 
 A shape is a *level field* on a small box around the tumor centre: about 1 at the surface of the
-undeformed ellipsoid and growing outwards. The tumor is ``level <= threshold``, where the threshold
-is chosen so the painted volume equals the requested volume exactly (to one voxel). The field over
+undeformed ellipsoid and growing outwards. The tumor is the face-connected part of
+``level <= threshold`` holding the centre, regrown by its lowest neighbours where specks were cut
+off, so the painted volume equals the requested volume exactly (to one voxel). The field over
 its local gradient estimates the depth below the surface (soft edges, rims, cores); margins use an
 exact distance transform of the small box only, computed once the shape is known to fit its organ.
 All work happens in voxels of the actual (possibly anisotropic) spacing.
