@@ -12,6 +12,7 @@ All work happens in voxels of the actual (possibly anisotropic) spacing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import ndimage
@@ -78,7 +79,7 @@ class TumorShape:
     def box_shape(self) -> tuple[int, int, int]:
         return tuple(self.distance_mm.shape)  # type: ignore[return-value]
 
-    @property
+    @cached_property
     def mask(self) -> np.ndarray:
         """Boolean tumor mask on the box."""
         return self.distance_mm <= 0
