@@ -114,6 +114,9 @@ class Placer:
             # the voxels deep enough, and give up at once (before any exact distance is computed)
             # when there are none.
             candidates = self._deep_candidates(needed_mm, DEEP_FIRST_CANDIDATES)
+            # Every tumor voxel must be organ: test that at a few surface voxels for all candidates
+            # at once, and give up before the exact zones when none passes.
+            candidates = self._all_organ(candidates, shape.surface_offsets(SCREEN_POINTS, self.rng))
             if len(candidates) == 0:
                 return None
         zones = (
@@ -132,6 +135,15 @@ class Placer:
             if self.fits(shape, centre, zones):
                 return centre
         return None
+
+    def _all_organ(self, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """The ``centres`` for which every ``centre + offset`` is an organ voxel in the volume."""
+        points = centres[:, None, :] + offsets[None, :, :]
+        limits = np.asarray(self.labels.shape)
+        inside = ((points >= 0) & (points < limits)).all(axis=(1, 2))
+        points = np.clip(points, 0, limits - 1)
+        organ = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]] == ORGAN
+        return centres[inside & organ.all(axis=1)]
 
     def _deep_candidates(self, depth_mm: float, limit: int = EXHAUSTIVE_CANDIDATES) -> np.ndarray:
         """Up to ``limit`` organ voxels that may lie ``depth_mm`` deep: deepest

@@ -92,6 +92,13 @@ class TumorShape:
         """Depth (mm) below the surface, first-order estimate: positive inside, negative outside."""
         return -self.distance_mm
 
+    def surface_offsets(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Up to ``count`` ``(z, y, x)`` offsets from the centre to tumor voxels next to its surface."""
+        shell = np.argwhere(self.mask & (self.distance_mm > -np.float32(self.spacing_zyx_mm.max())))
+        if len(shell) > count:
+            shell = shell[rng.choice(len(shell), size=count, replace=False)]
+        return shell - self.centre_index
+
     def zone_surface_offsets(self, distance_mm: float, count: int, rng: np.random.Generator) -> np.ndarray:
         """Up to ``count`` ``(z, y, x)`` offsets from the centre to voxels on the edge of a zone."""
         top = np.float32(distance_mm)
