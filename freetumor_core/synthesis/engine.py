@@ -20,7 +20,6 @@ from .appearance import (
     draw_look,
     edge_width_mm,
     mass_effect,
-    noise_sd_hu,
 )
 from .placement import ORGAN, Placer, class_table
 from .shapes import TumorShape, make_shape
@@ -139,8 +138,7 @@ def _box(shape: TumorShape, centre: np.ndarray) -> tuple[np.ndarray, tuple[slice
 
 def _ring(shape: TumorShape, organ: np.ndarray) -> np.ndarray:
     """Organ voxels in a shell just outside the soft edge: "the surrounding organ"."""
-    edge = edge_width_mm(shape.radius_mm)
-    return organ & ~shape.zone(edge / 2.0) & shape.zone(edge / 2.0 + RING_MM)
+    return organ & shape.shell(edge_width_mm(shape.radius_mm) / 2.0, RING_MM)
 
 
 def _paint(
@@ -205,7 +203,6 @@ def _record(
     volume_ml = len(voxels) * ct.voxel_volume_ml
     mean_hu = float(final[mask].mean())
     ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
-    interior = mask & (shape.depth_mm() >= edge_width_mm(shape.radius_mm))
     diameter_mm = float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi))
     return TumorRecord(
         organ=organ_name,
@@ -221,17 +218,11 @@ def _record(
             "shrunk": bool(2.0 * shape.radius_mm < requested_mm - 1e-9),
             "target_contrast_hu": round(look.contrast_hu, 3),
             "texture_sd_hu": round(look.texture_sd_hu, 3),
-            "host_noise_sd_hu": _rounded(noise_sd_hu(final, ring)),
-            "tumor_noise_sd_hu": _rounded(noise_sd_hu(final, interior if interior.sum() > 32 else mask)),
             "necrosis": look.necrosis_hu is not None,
             "rim": look.rim_hu is not None,
             "mass_effect": bool(spec.mass_effect),
         },
     )
-
-
-def _rounded(value: float) -> float | None:
-    return round(value, 3) if math.isfinite(value) else None
 
 
 def _displace(

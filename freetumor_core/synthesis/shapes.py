@@ -11,7 +11,7 @@ All work happens in voxels of the actual (possibly anisotropic) spacing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -61,6 +61,7 @@ class TumorShape:
     pad_mm: float
     inscribed_mm: float
     _outside_mm: np.ndarray | None = None
+    _shells: dict[tuple[float, float], np.ndarray] = field(default_factory=dict)
 
     @property
     def outside_mm(self) -> np.ndarray:
@@ -91,6 +92,14 @@ class TumorShape:
     def depth_mm(self) -> np.ndarray:
         """Depth (mm) below the surface, first-order estimate: positive inside, negative outside."""
         return -self.distance_mm
+
+    def shell(self, inner_mm: float, thickness_mm: float) -> np.ndarray:
+        """Voxels more than ``inner_mm`` and at most ``inner_mm + thickness_mm`` from the tumor
+        (exact; the same array on every call with the same arguments)."""
+        key = (inner_mm, thickness_mm)
+        if key not in self._shells:
+            self._shells[key] = ~self.zone(inner_mm) & self.zone(inner_mm + thickness_mm)
+        return self._shells[key]
 
     def surface_offsets(self, count: int, rng: np.random.Generator) -> np.ndarray:
         """Up to ``count`` ``(z, y, x)`` offsets from the centre to tumor voxels next to its surface."""
