@@ -90,6 +90,30 @@ class Bench:
             samples.append((time.perf_counter() - start) * scale / per_call)
         return self._add(name, unit, samples)
 
+    def time_interleaved(
+        self,
+        functions: dict[str, Callable[[], object]],
+        warmup: int = 1,
+        repeat: int | None = None,
+        unit: str = "ms",
+    ) -> list[dict[str, Any]]:
+        """Like :meth:`time` for several functions, taking turns: one call of each per round.
+
+        A passing slowdown of the machine then spreads over every result instead of landing on
+        whichever function happened to be running.
+        """
+        scale = {"ms": 1e3, "s": 1.0, "us": 1e6}[unit]
+        for _ in range(warmup):
+            for function in functions.values():
+                function()
+        samples: dict[str, list[float]] = {name: [] for name in functions}
+        for _ in range(repeat or self.repeat):
+            for name, function in functions.items():
+                start = time.perf_counter()
+                function()
+                samples[name].append((time.perf_counter() - start) * scale)
+        return [self._add(name, unit, values) for name, values in samples.items()]
+
     def record(self, name: str, value: float, unit: str) -> dict[str, Any]:
         """Add one measured value (start-up time, peak memory, ...)."""
         return self._add(name, unit, [float(value)])

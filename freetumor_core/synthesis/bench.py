@@ -60,14 +60,13 @@ def synthesis_suite(bench: Bench) -> None:
     ct, labels = _whole_ct(bench.options)
     patch_ct, patch_labels = liver_patch(ct, labels, organ)
     seeds = itertools.count()
+    calls = {}
     for size in SIZE_CLASSES_MM:
         spec = TumorSpec(organ=organ, size=size, count=1, allow_shrink=True)
-        bench.time(
-            f"patch{PATCH}/{size}",
-            lambda spec=spec: synthesize(patch_ct, patch_labels, spec, seed=next(seeds)),
-            warmup=2,
-            repeat=max(bench.repeat, 15),
+        calls[f"patch{PATCH}/{size}"] = lambda spec=spec: synthesize(
+            patch_ct, patch_labels, spec, seed=next(seeds)
         )
+    bench.time_interleaved(calls, warmup=2, repeat=max(bench.repeat, 25))
     whole = TumorSpec(organ=organ, size="small", count=1)
     bench.time("whole_ct/small", lambda: synthesize(ct, labels, whole, seed=next(seeds)), repeat=bench.repeat)
 

@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError
 from ..labels import LabelMap, align_to
@@ -91,7 +92,9 @@ def synthesize(
     if len(placer.organ_voxels(1)) == 0:
         raise InputError(f"organ mask '{spec.organ}' is empty (labels {organ_ids} have no voxels)", source)
     appearance = appearance_for(organ)
-    pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, 1.5 + RING_MM) + float(spacing.max())
+    # The farthest any zone reaches from a tumor: the margins, and the surrounding-organ shell
+    # outside the soft edge (at most 1.5 mm) that contrast is measured against.
+    pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, 1.5 + RING_MM)
     smallest_mm = max(3.0, 1.2 * float(spacing.max()))
 
     painted: list[tuple[TumorShape, np.ndarray, Look, float]] = []
@@ -199,14 +202,14 @@ def _record(
     final = ct_out[box].astype(np.float32)
     mask = shape.mask
     ring = _ring(shape, table[labels_out[box]] == ORGAN)
-    voxels = np.argwhere(mask) + start
-    volume_ml = len(voxels) * ct.voxel_volume_ml
+    volume_ml = int(np.count_nonzero(mask)) * ct.voxel_volume_ml
+    centre_index = np.asarray(ndimage.center_of_mass(mask)) + start
     mean_hu = float(final[mask].mean())
     ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
     diameter_mm = float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi))
     return TumorRecord(
         organ=organ_name,
-        centre_ras_mm=tuple(float(c) for c in ct.index_to_ras(voxels.mean(axis=0))),
+        centre_ras_mm=tuple(float(c) for c in ct.index_to_ras(centre_index)),
         diameter_mm=diameter_mm,
         volume_ml=float(volume_ml),
         mean_hu=mean_hu,
