@@ -118,3 +118,24 @@ def test_bench_turing_reports_case_and_answer_times(tmp_path):
     names = {row["name"]: row for row in json.loads(target.read_text())["results"]}
     assert set(names) == {"prepare_case", "answer", "remaining_cases"}
     assert all(row["median"] > 0 for row in names.values())
+
+
+def test_interleaved_timing_takes_turns():
+    from freetumor_core.bench import Bench
+
+    order: list[str] = []
+    bench = Bench("demo", repeat=3)
+    rows = bench.time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1)
+    assert order == ["a", "b"] * 4  # one warm-up round, then three timed rounds, in turns
+    assert [row["name"] for row in rows] == ["a", "b"] and all(row["n"] == 3 for row in rows)
+
+
+def test_bench_synthesis_reports_every_documented_result(tmp_path):
+    target = tmp_path / "synthesis.json"
+    assert main(["bench", "synthesis", "--json", str(target), "--repeat", "1"]) == 0
+    rows = {row["name"]: row for row in json.loads(target.read_text())["results"]}
+    sizes = [f"patch96/{size}" for size in ("tiny", "small", "medium", "large")]
+    assert set(rows) == {*sizes, "whole_ct/small", "startup", "peak_rss"}
+    assert all(rows[name]["unit"] == "ms" for name in [*sizes, "whole_ct/small"])
+    assert rows["startup"]["unit"] == "s" and rows["peak_rss"]["unit"] == "MB"
+    assert 0 < rows["patch96/tiny"]["median"] < rows["patch96/large"]["median"]
