@@ -1,4 +1,4 @@
-"""FreeTumor core: tumor synthesis in CT, CT-report matching and Visual Turing Tests.
+"""FreeTumor core: tumor synthesis in CT and Visual Turing Tests of synthetic tumors.
 
 The public API reads like a sentence::
 

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = common_parser()
     parser = argparse.ArgumentParser(
         prog="freetumor",
-        description="FreeTumor: tumor synthesis in CT, CT-report matching and reader studies.",
+        description="FreeTumor: tumor synthesis in CT and reader studies of synthetic tumors.",
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"freetumor {__version__}")
