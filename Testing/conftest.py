@@ -28,3 +28,23 @@ def phantom():
     from freetumor_core.phantom import make_phantom
 
     return make_phantom(seed=0)
+
+
+def real_lesion_entries(shared_data: Path) -> list[dict]:
+    """Datalist entries of the real tumors in HU: the two IRCADb liver tumors (one label map) and
+    the DeepLesion abdominal mass."""
+    ircadb = shared_data / "ircadb_liver_tumor"
+    deeplesion = shared_data / "deeplesion_medsam2"
+    return [
+        {
+            "image": str(ircadb / "ircadb1_17_ct.nii.gz"),
+            "label": str(ircadb / "ircadb1_17_labels.nii.gz"),
+            "organ": "liver",
+            "tumor_label": 2,
+        },
+        {
+            "image": str(deeplesion / "000015_01_01_103-115_ct_hu.nii.gz"),
+            "label": str(deeplesion / "000015_01_01_103-115_lesion_mask_DERIVED.nii.gz"),
+            "organ": "abdomen",
+        },
+    ]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import real_lesion_entries
 
 from freetumor_core.cli import main as cli_main
 from freetumor_core.errors import InputError
@@ -67,21 +68,8 @@ print(json.dumps({"finished": True}), flush=True)
 def datalists(shared_data: Path, tmp_path_factory) -> Path:
     """``real.json`` and ``synthetic.json`` in a temporary folder (8-bit cases converted there)."""
     folder = tmp_path_factory.mktemp("datalists")
-    ircadb = shared_data / "ircadb_liver_tumor"
     deeplesion = shared_data / "deeplesion_medsam2"
-    real = [
-        {
-            "image": str(ircadb / "ircadb1_17_ct.nii.gz"),
-            "label": str(ircadb / "ircadb1_17_labels.nii.gz"),
-            "organ": "liver",
-            "tumor_label": 2,
-        },
-        {
-            "image": str(deeplesion / "000015_01_01_103-115_ct_hu.nii.gz"),
-            "label": str(deeplesion / "000015_01_01_103-115_lesion_mask_DERIVED.nii.gz"),
-            "organ": "abdomen",
-        },
-    ]
+    real = real_lesion_entries(shared_data)
     for name in NPZ_CASES:
         ct_path, mask_path = windowed_npz_to_nifti(deeplesion / f"{name}.npz", folder / "deeplesion_hu")
         real.append(

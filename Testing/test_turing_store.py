@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_lesion_entries
 
 from freetumor_core.cli import main as cli_main
 from freetumor_core.errors import InputError
@@ -55,21 +56,7 @@ def template_study(shared_data: Path, tmp_path_factory) -> Path:
     """A 9-case study (3 real lesions, each cropped three times); tests copy it before writing."""
     folder = tmp_path_factory.mktemp("template")
     datalist = folder / "real.json"
-    ircadb = shared_data / "ircadb_liver_tumor"
-    deeplesion = shared_data / "deeplesion_medsam2"
-    entries = [
-        {
-            "image": str(ircadb / "ircadb1_17_ct.nii.gz"),
-            "label": str(ircadb / "ircadb1_17_labels.nii.gz"),
-            "organ": "liver",
-            "tumor_label": 2,
-        },
-        {
-            "image": str(deeplesion / "000015_01_01_103-115_ct_hu.nii.gz"),
-            "label": str(deeplesion / "000015_01_01_103-115_lesion_mask_DERIVED.nii.gz"),
-            "organ": "abdomen",
-        },
-    ]
+    entries = real_lesion_entries(shared_data)
     datalist.write_text(json.dumps({"training": entries}))
     lesions = [lesion for entry in read_datalist(datalist) for lesion in read_real_lesions(entry)]
     cases = [
