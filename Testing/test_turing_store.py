@@ -239,10 +239,11 @@ def test_sigkill_loses_no_committed_answer_and_resumes(study_folder: Path, tmp_p
     rng = np.random.default_rng(0)
     kills = 0
     for _ in range(3):
+        remaining = study.cases("dora")  # read before the next process starts answering
         process = _reader(study_folder, "dora", plan_path, 0.03)
         lines = iter(process.stdout.readline, "")
         start = json.loads(next(lines))["start"]
-        assert start == study.cases("dora")  # resumes exactly where the last process stopped
+        assert start == remaining  # resumes exactly where the last process stopped
         # Kill mid-session: after its first committed answer, at a random moment of the next one.
         first = json.loads(next(lines))
         if "finished" in first:
