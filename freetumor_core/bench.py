@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .progress import emit
+from .progress import ProgressLike, make_progress
 
 # Suite name -> "module:function"; modules are imported only when their suite runs.
 SUITES: dict[str, str] = {
@@ -61,8 +61,15 @@ def machine_info() -> dict[str, Any]:
 class Bench:
     """Collects results for one suite. ``options`` carries suite options from the command line."""
 
-    def __init__(self, suite: str, options: dict[str, Any] | None = None, repeat: int = 5) -> None:
+    def __init__(
+        self,
+        suite: str,
+        options: dict[str, Any] | None = None,
+        repeat: int = 5,
+        progress: ProgressLike = None,
+    ) -> None:
         self.suite = suite
+        self.progress = make_progress(progress)
         self.options = options or {}
         self.repeat = repeat
         self.results: list[dict[str, Any]] = []
@@ -128,14 +135,16 @@ class Bench:
             "n": len(samples),
         }
         self.results.append(result)
-        emit("result", suite=self.suite, **result)
+        self.progress.event("result", suite=self.suite, **result)
         return result
 
     def payload(self) -> dict[str, Any]:
         return {"suite": self.suite, "machine": machine_info(), "results": self.results}
 
 
-def run_suite(suite: str, options: dict[str, Any] | None = None, repeat: int = 5) -> dict[str, Any]:
+def run_suite(
+    suite: str, options: dict[str, Any] | None = None, repeat: int = 5, progress: ProgressLike = None
+) -> dict[str, Any]:
     """Run a named suite and return its result payload.
 
     Raises:
@@ -145,7 +154,7 @@ def run_suite(suite: str, options: dict[str, Any] | None = None, repeat: int = 5
         raise InputError(f"unknown benchmark suite '{suite}'; choose from {', '.join(SUITES)}")
     module_name, function_name = SUITES[suite].split(":")
     function = getattr(importlib.import_module(module_name), function_name)
-    bench = Bench(suite, options, repeat)
+    bench = Bench(suite, options, repeat, progress)
     function(bench)
     return bench.payload()
 

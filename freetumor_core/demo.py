@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .phantom import make_phantom
-from .progress import track
+from .progress import ProgressLike, make_progress
 from .volume import check_hu
 
 
-def run_demo(output: Path, seed: int = 7) -> dict[str, Path]:
+def run_demo(output: Path, seed: int = 7, progress: ProgressLike = None) -> dict[str, Path]:
     """Build the phantom, synthesize two small liver tumors into it, and write the results.
 
     Writes the same outputs as ``freetumor synthesize``: ``ct.nii.gz``, ``labels.nii.gz`` (+
@@ -23,7 +23,7 @@ def run_demo(output: Path, seed: int = 7) -> dict[str, Path]:
 
     steps = ["phantom", "check", "synthesize", "write"]
     outputs: dict[str, Path] = {}
-    for step in track(steps, "demo"):
+    for step in make_progress(progress).track(steps, "demo"):
         if step == "phantom":
             ct, labels = make_phantom(seed=seed)
         elif step == "check":

@@ -44,7 +44,7 @@ from freetumor_core.descriptors import (
 )
 from freetumor_core.errors import InputError
 from freetumor_core.files import atomic_output, write_text
-from freetumor_core.progress import set_mode, track
+from freetumor_core.progress import Progress, make_progress
 from freetumor_core.volume import Volume, read_ct, read_volume
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +172,13 @@ def _host(name: str, data: Path):
     raise InputError(f"unknown host '{name}'; choose from {', '.join(HOSTS)}")
 
 
-def _synthetic(data: Path, hosts: Sequence[str], seeds: Sequence[int], diameters_mm: Sequence[float]):
+def _synthetic(
+    data: Path,
+    hosts: Sequence[str],
+    seeds: Sequence[int],
+    diameters_mm: Sequence[float],
+    progress: Progress,
+):
     # Each size gets its own seeds, so that two sizes do not repeat the same random shapes.
     jobs = [
         (host, diameter, seed + 100 * number)
@@ -185,7 +191,7 @@ def _synthetic(data: Path, hosts: Sequence[str], seeds: Sequence[int], diameters
     from freetumor_core.synthesis import TumorSpec, synthesize
 
     loaded: dict[str, tuple] = {}
-    for host, diameter, seed in track(jobs, "realism: synthetic tumors"):
+    for host, diameter, seed in progress.track(jobs, "realism: synthetic tumors"):
         if host not in loaded:
             loaded[host] = _host(host, data)
         ct, organs = loaded[host]
@@ -356,20 +362,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the report; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
-    set_mode(args.progress)
+    progress = make_progress(args.progress)
     try:
         if not args.data.is_dir():
             raise InputError("data folder not found", args.data)
         readers = [(name, REAL_READERS[name]) for name in args.real]
         real: list[dict] = []
-        for _name, reader in track(readers, "realism: real tumors"):
+        for _name, reader in progress.track(readers, "realism: real tumors"):
             real.extend(describe(lesion) for lesion in reader(args.data))
         liver_diameters = [row["diameter_mm"] for row in real if row["organ"] == "liver"]
         diameters = args.diameters_mm or liver_diameters or [row["diameter_mm"] for row in real]
         synthetic = [
             describe(lesion)
             for lesion in _synthetic(
-                args.data, args.hosts, range(args.seeds), [round(d, 1) for d in diameters]
+                args.data, args.hosts, range(args.seeds), [round(d, 1) for d in diameters], progress
             )
         ]
     except InputError as error:

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..files import write_json
 from ..labels import LabelMap, align_to, read_labels
-from ..progress import track
+from ..progress import ProgressLike, make_progress
 from ..records import TumorRecord
 from ..volume import Volume, read_ct, write_volume
 from .cases import CaseFormat, crop_around, prepare_case
@@ -57,7 +57,11 @@ def _neutral_ids(count: int, rng: np.random.Generator) -> list[str]:
 
 
 def real_cases(
-    entries: list[DatalistEntry], count: int | None, rng: np.random.Generator, case_format: CaseFormat
+    entries: list[DatalistEntry],
+    count: int | None,
+    rng: np.random.Generator,
+    case_format: CaseFormat,
+    progress: ProgressLike = None,
 ) -> list[StudyCase]:
     """``count`` real lesions (all by default), drawn at random from the datalist's lesions.
 
@@ -66,7 +70,7 @@ def real_cases(
     """
     lesions = [
         lesion
-        for entry in track(entries, "read real cases")
+        for entry in make_progress(progress).track(entries, "read real cases")
         for lesion in read_real_lesions(entry, case_format)
     ]
     if count is None:
@@ -99,6 +103,7 @@ def synthetic_cases(
     seed: int,
     rng: np.random.Generator,
     case_format: CaseFormat,
+    progress: ProgressLike = None,
 ) -> list[StudyCase]:
     """``count`` synthetic tumors, one per case, matching the organ and diameter of real cases.
 
@@ -112,7 +117,8 @@ def synthetic_cases(
 
     if count == 0:
         return []
-    sources = [(entry, *_read_source(entry)) for entry in track(entries, "read synthetic sources")]
+    progress = make_progress(progress)
+    sources = [(entry, *_read_source(entry)) for entry in progress.track(entries, "read synthetic sources")]
     hosts: dict[str, list[int]] = {}
     for target in targets:
         hosts[target.organ] = [
@@ -130,7 +136,7 @@ def synthetic_cases(
     order = rng.permutation(len(usable)).tolist()
     used: dict[str, int] = {}
     cases = []
-    for index in track(range(count), "synthesize tumors"):
+    for index in progress.track(range(count), "synthesize tumors"):
         target = usable[order[index % len(usable)]]
         organ = target.organ
         diameter_mm = target.tumors[0].diameter_mm
@@ -193,6 +199,7 @@ def write_study(
     cases: list[StudyCase],
     seed: int,
     case_format: CaseFormat | None = None,
+    progress: ProgressLike = None,
 ) -> Study:
     """Write a study folder and its key from prepared cases.
 
@@ -218,7 +225,7 @@ def write_study(
         (staging / CASES_FOLDER).mkdir()
         prepared = {}
         for index, (case_id, case) in enumerate(
-            track(list(zip(ids, shuffled, strict=True)), "prepare cases")
+            make_progress(progress).track(list(zip(ids, shuffled, strict=True)), "prepare cases")
         ):
             prepared[case_id] = prepare_case(
                 case.ct, case.mask, case_format, np.random.default_rng([seed, index])
@@ -275,6 +282,7 @@ def build_study(
     n_synthetic: int | None = None,
     seed: int = 0,
     case_format: CaseFormat | None = None,
+    progress: ProgressLike = None,
 ) -> Study:
     """Build a study from a datalist of real tumors and one of CTs with organ labels.
 
@@ -287,6 +295,7 @@ def build_study(
         n_synthetic: synthetic cases (default: as many as real cases).
         seed: seeds case choice, synthesis, crops, ids and reader orders.
         case_format: case conventions (default :class:`CaseFormat`).
+        progress: a reporter or ``"bar"``/``"json"``/``"none"`` (see :mod:`freetumor_core.progress`).
 
     Returns:
         The open study.
@@ -298,7 +307,8 @@ def build_study(
     _check_outputs(study_folder, key_file)
     rng = np.random.default_rng(seed)
     case_format = case_format or CaseFormat()
-    real = real_cases(read_datalist(real_datalist), n_real, rng, case_format)
+    progress = make_progress(progress)
+    real = real_cases(read_datalist(real_datalist), n_real, rng, case_format, progress)
     n_synthetic = len(real) if n_synthetic is None else n_synthetic
     if n_synthetic < 0:
         raise InputError(f"number of synthetic cases must be 0 or more, got {n_synthetic}")
@@ -311,6 +321,6 @@ def build_study(
                 "synthetic cases copy the real cases' organs and sizes: give at least one real case"
             )
         synthetic = synthetic_cases(
-            read_datalist(synthetic_datalist), n_synthetic, real, seed, rng, case_format
+            read_datalist(synthetic_datalist), n_synthetic, real, seed, rng, case_format, progress
         )
-    return write_study(study_folder, key_file, real + synthetic, seed, case_format)
+    return write_study(study_folder, key_file, real + synthetic, seed, case_format, progress)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..records import SIZE_CLASSES_MM
+from .common import json_mode, print_result
 
 
 def register(commands, common) -> None:
@@ -45,12 +46,10 @@ def register(commands, common) -> None:
 
 
 def command_synthesize(args: argparse.Namespace) -> int:
-    from .. import progress
-    from ..cli import print_result
     from ..labels import align_to, read_labels
+    from ..synthesis import TumorSpec, synthesize
+    from ..synthesis.outputs import write_result
     from ..volume import read_ct
-    from . import TumorSpec, synthesize
-    from .outputs import write_result
 
     spec = TumorSpec(
         organ=args.organ,
@@ -68,7 +67,7 @@ def command_synthesize(args: argparse.Namespace) -> int:
         contrast_hu=args.contrast_hu,
     ).validated()
     outputs: dict[str, Path] = {}
-    for step in progress.track(["read", "synthesize", "write"], "synthesize"):
+    for step in args.reporter.track(["read", "synthesize", "write"], "synthesize"):
         if step == "read":
             ct = read_ct(args.ct, allow_non_hu=args.allow_non_hu)
             organs = align_to(read_labels(args.organs, args.label_names), ct)
@@ -77,12 +76,13 @@ def command_synthesize(args: argparse.Namespace) -> int:
         else:
             outputs = write_result(result, args.output, snapshot=not args.no_snapshot)
     print_result(
+        args,
         {
             "outputs": {key: str(value) for key, value in outputs.items()},
             "tumors": [record.to_dict() for record in result.tumors],
-        }
+        },
     )
-    if progress.get_mode() != "json":
+    if not json_mode(args):
         for record in result.tumors:
             x, y, z = record.centre_ras_mm
             print(

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
-from ..cli import print_result
-from ..progress import get_mode
-
-
-def _print(payload: Any) -> None:
-    """Results go to stdout as JSON; in ``--progress json`` mode as the ``done`` event."""
-    if get_mode() == "json":
-        print_result(payload if isinstance(payload, dict) else {"result": payload})
-    else:
-        print(json.dumps(payload))
+from .common import json_mode, print_json, print_result
 
 
 def command_create(args: argparse.Namespace) -> int:
-    from .build import build_study
+    from ..turing.build import build_study
 
     study = build_study(
         args.output,
@@ -29,51 +18,53 @@ def command_create(args: argparse.Namespace) -> int:
         n_real=args.n_real,
         n_synthetic=args.n_synthetic,
         seed=args.seed,
+        progress=args.reporter,
     )
     info = study.info()
-    if get_mode() == "json":
-        print_result({"outputs": {"study": str(study.folder), "key": args.key}, "cases": info["cases"]})
+    if json_mode(args):
+        print_result(args, {"outputs": {"study": str(study.folder), "key": args.key}, "cases": info["cases"]})
     else:
         print(f"study with {info['cases']} cases written to {study.folder}/; key in {args.key}")
     return 0
 
 
 def command_cases(args: argparse.Namespace) -> int:
-    from .study import Study
+    from ..turing.study import Study
 
-    _print(Study.open(args.study).cases(args.reader))
+    print_json(args, Study.open(args.study).cases(args.reader))
     return 0
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from .study import Study
+    from ..turing.study import Study
 
     view = Study.open(args.study).case_image(args.case, reader=args.reader)
-    _print(
+    print_json(
+        args,
         {
             "case": view.case_id,
             "file": str(view.path),
             "window": view.window,
             "box_mm": view.box_mm,
             "shown_at": view.shown_at,
-        }
+        },
     )
     return 0
 
 
 def command_answer(args: argparse.Namespace) -> int:
-    from .study import Study
+    from ..turing.study import Study
 
     answer = Study.open(args.study).answer(
         args.reader, args.case, args.call, args.confidence, args.comment, started_at=args.started_at
     )
-    _print(answer.to_dict())
+    print_json(args, answer.to_dict())
     return 0
 
 
 def command_score(args: argparse.Namespace) -> int:
-    from .scoring import answer_rows, read_key, score, write_csv, write_figure, write_json
-    from .study import Study
+    from ..turing.scoring import answer_rows, read_key, score, write_csv, write_figure, write_json
+    from ..turing.study import Study
 
     study = Study.open(args.study)
     key = read_key(args.key, study)
@@ -85,12 +76,13 @@ def command_score(args: argparse.Namespace) -> int:
         outputs["csv"] = str(write_csv(answer_rows(study, key), args.csv))
     if args.png:
         outputs["png"] = str(write_figure(scores, args.png))
-    if get_mode() == "json":
+    if json_mode(args):
         print_result(
+            args,
             {
                 "outputs": outputs,
                 "pooled": {k: scores["pooled"][k] for k in ("n", "sensitivity", "specificity", "accuracy")},
-            }
+            },
         )
         return 0
 
@@ -112,11 +104,11 @@ def command_score(args: argparse.Namespace) -> int:
 
 
 def command_info(args: argparse.Namespace) -> int:
-    from .study import Study
+    from ..turing.study import Study
 
     info = Study.open(args.study).info()
-    if args.json or get_mode() == "json":
-        _print(info)
+    if args.json or json_mode(args):
+        print_json(args, info)
         return 0
     print(f"{info['study']}: {info['cases']} cases, window {info['window']}")
     for reader, counts in info["readers"].items():
