@@ -76,6 +76,7 @@ class FreeTumorParameterNode:
     inputVolume: CT in HU. organSegmentation: its organ segmentation or label map.
     organ: host organ name. size: size class. count: number of tumors. seed: random seed.
     marginMm: smallest tumor-to-organ-surface distance (mm). markCentres: add centre points.
+    A parameter named like a TumorSpec field in camelCase (marginMm: margin_mm) is that field.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -287,13 +288,8 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         """
         from FreeTumorLib.synthesis import SynthesisJob, SynthesisRequest
 
-        request = SynthesisRequest(
-            organ=parameters.organ.strip(),
-            size=parameters.size,
-            count=parameters.count,
-            seed=parameters.seed,
-            margin_mm=parameters.marginMm,
-        )
+        # Parameters named like TumorSpec fields (marginMm: margin_mm) become the spec, plus the seed.
+        request = SynthesisRequest.from_parameters(parameters)
         job = SynthesisJob(
             parameters.inputVolume,
             parameters.organSegmentation,
