@@ -358,6 +358,7 @@ class FreeTumorTest(ScriptedLoadableModuleTest):
         import numpy as np
         from FreeTumorLib import nodes
 
+        from freetumor_core.lesions import is_lesion_label
         from freetumor_core.phantom import make_phantom
 
         self.delayDisplay("Building the phantom")
@@ -383,7 +384,7 @@ class FreeTumorTest(ScriptedLoadableModuleTest):
             self.assertTrue(10.0 <= record.diameter_mm < 20.0, record)
         names = nodes.segment_names(outputs.segmentation)
         self.assertIn("liver", names)
-        self.assertTrue(any(nodes.is_tumor_name(name) for name in names), names)
+        self.assertTrue(any(is_lesion_label(name) for name in names), names)
         self.assertEqual(outputs.markups.GetNumberOfControlPoints(), 2)
         self.assertTrue(np.isfinite(nodes.volume_from_node(outputs.volume).array).all())
         self.delayDisplay("Test passed")

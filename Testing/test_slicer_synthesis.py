@@ -16,6 +16,8 @@ from FreeTumorLib import nodes
 from FreeTumorLib.runner import CoreProcessError
 from FreeTumorLib.synthesis import SynthesisJob, SynthesisRequest
 
+from freetumor_core.lesions import is_lesion_label
+
 
 @pytest.fixture
 def scene_with_phantom(phantom):
@@ -65,7 +67,7 @@ def test_two_small_liver_tumors_come_back_as_nodes(scene_with_phantom, phantom):
 
     result = nodes.labels_from_node(outputs.segmentation, reference=outputs.volume)
     tumor_ids = {record.label_id for record in outputs.records}
-    assert all(nodes.is_tumor_name(result.names[i]) for i in tumor_ids)
+    assert all(is_lesion_label(result.names[i]) for i in tumor_ids)
     tumor_voxels = np.isin(result.array, list(tumor_ids))
     assert tumor_voxels.any()
     # Most of the change lies under the tumor labels (a soft edge may reach a little beyond).
