@@ -7,9 +7,6 @@ from pathlib import Path
 
 from .common import json_mode, print_result
 
-# Arguments of ``freetumor synthesize`` that are not spec fields.
-NOT_SPEC = ("ct", "organs", "label_names", "spec", "seed", "allow_non_hu", "no_snapshot", "output")
-
 
 def register(commands, common) -> None:
     """Add the ``synthesize`` sub-command; its tumor options are the fields of ``TumorSpec``."""

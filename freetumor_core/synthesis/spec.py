@@ -177,6 +177,10 @@ class TumorSpec:
                 groups.setdefault(group, []).append(spec_field.name)
         if len(groups.get("size", ())) > 1:
             raise InputError("give either a size class or diameter_mm, not both", source)
+        if self.engine in MODEL_ENGINES and not self.model:
+            raise InputError(f"engine '{self.engine}' needs a model folder (model)", source)
+        if self.engine not in MODEL_ENGINES and self.model is not None:
+            raise InputError(f"engine '{self.engine}' takes no model, got model '{self.model}'", source)
         from .engines import available_engines
 
         if self.engine not in available_engines():
@@ -184,10 +188,6 @@ class TumorSpec:
                 f"unknown synthesis engine '{self.engine}'; available: {', '.join(available_engines())}",
                 source,
             )
-        if self.engine in MODEL_ENGINES and not self.model:
-            raise InputError(f"engine '{self.engine}' needs a model folder (model)", source)
-        if self.engine not in MODEL_ENGINES and self.model is not None:
-            raise InputError(f"engine '{self.engine}' takes no model, got model '{self.model}'", source)
         return self
 
     def draw_diameter_mm(self, rng: np.random.Generator) -> float:
