@@ -28,8 +28,8 @@ class Engine(Protocol):
 
     ``synthesize`` gets a validated spec and must return the new CT on the input's grid and dtype,
     the input's labels plus the tumor label, one record per tumor made (``engine`` = its name) and
-    the mask of the tumors made; the same inputs and seed give bit-identical outputs. Bad input is
-    an :class:`~freetumor_core.errors.InputError`.
+    each tumor's box and mask (``tumor_parts``); the same inputs and seed give bit-identical
+    outputs. Bad input is an :class:`~freetumor_core.errors.InputError`.
     """
 
     name: str
@@ -95,7 +95,7 @@ def synthesize(
     Returns:
         The new CT (same grid and dtype), the label map with the original labels plus an
         ``<organ>_tumor`` label, one :class:`~freetumor_core.records.TumorRecord` per tumor and the
-        mask of the new tumors.
+        new tumors' voxels (``tumor_parts``, ``tumor_mask``).
 
     Raises:
         InputError: bad spec or unknown engine, unknown or empty organ, or an organ that cannot hold

@@ -154,16 +154,17 @@ class PlacingEngine:
         # Records come from the final images, so they agree with what is written even where a later
         # tumor's soft edge reaches an earlier tumor's surroundings.
         records = [self.record(canvas, item) for _, _, item in painted]
-        tumor_mask = np.zeros(canvas.labels_out.shape, dtype=bool)  # pages untouched outside the boxes
+        parts = []
         for shape, centre, _ in painted:
             start = centre - shape.centre_index
-            box = tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True))
-            tumor_mask[box] |= shape.mask
+            parts.append(
+                (tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True)), shape.mask)
+            )
         names = dict(canvas.organs.names)
         names[canvas.tumor_id] = canvas.tumor_name
         labels_volume = canvas.organs.volume.like(canvas.labels_out, canvas.organs.volume.metadata)
         return SynthesisResult(
-            ct.like(canvas.ct_out, ct.metadata), LabelMap(labels_volume, names), records, tumor_mask
+            ct.like(canvas.ct_out, ct.metadata), LabelMap(labels_volume, names), records, parts
         )
 
 

@@ -166,6 +166,8 @@ class TumorSpec:
             InputError: a value of the wrong type or out of range, the size given twice, an unknown
                 engine, or a model missing for (or given to) an engine.
         """
+        if self.__dict__.get("_valid"):
+            return self  # a spec is immutable: once checked, it stays valid (one check per transform)
         for spec_field in spec_fields():
             _check_value(spec_field, getattr(self, spec_field.name), source)
         if not str(self.organ).strip():
@@ -188,6 +190,7 @@ class TumorSpec:
                 f"unknown synthesis engine '{self.engine}'; available: {', '.join(available_engines())}",
                 source,
             )
+        object.__setattr__(self, "_valid", True)  # not a field: equality, repr and files ignore it
         return self
 
     def draw_diameter_mm(self, rng: np.random.Generator) -> float:
@@ -199,7 +202,10 @@ class TumorSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name (JSON types)."""
-        return {spec_field.name: getattr(self, spec_field.name) for spec_field in spec_fields()}
+        values = {spec_field.name: getattr(self, spec_field.name) for spec_field in spec_fields()}
+        return {
+            name: value.item() if isinstance(value, np.generic) else value for name, value in values.items()
+        }
 
     @classmethod
     def from_dict(cls, data: Any, source: str | os.PathLike[str] | None = None) -> TumorSpec:
@@ -316,11 +322,20 @@ class SynthesisResult:
         ct: the new CT in HU, same grid and dtype as the input.
         labels: the input's labels plus one ``<organ>_tumor`` label per organ, same grid.
         tumors: one record per synthetic tumor, in placement order.
-        tumor_mask: boolean ``(z, y, x)``: the voxels of the tumors this call made, and no lesion
-            that the input already held (a host's real ``liver_tumor`` shares the label id).
+        tumor_parts: per tumor, its box in the volume (index slices, ``(z, y, x)``) and its boolean
+            mask inside that box: the voxels this call made tumor (see :attr:`tumor_mask`).
     """
 
     ct: Volume
     labels: LabelMap
     tumors: list[TumorRecord] = field(default_factory=list)
-    tumor_mask: np.ndarray | None = None
+    tumor_parts: list[tuple[tuple[slice, ...], np.ndarray]] = field(default_factory=list, repr=False)
+
+    @property
+    def tumor_mask(self) -> np.ndarray:
+        """Boolean ``(z, y, x)``: the voxels of the tumors this call made, and no lesion the input
+        already held (a host's real ``liver_tumor`` shares the label id). Made when asked for."""
+        mask = np.zeros(self.labels.array.shape, dtype=bool)
+        for box, part in self.tumor_parts:
+            mask[box] |= part
+        return mask
