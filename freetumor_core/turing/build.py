@@ -160,7 +160,7 @@ def synthetic_cases(
         # not this case's tumor. It stays in the image, as any real host would show it (see
         # docs/turing.md: the crop may include it, as real cases' crops include their neighbours).
         mask = result.tumor_mask
-        if mask is None or not mask.any():
+        if not mask.any():
             raise InputError(f"synthesis made no tumor voxels for {organ} in {entry.image}", entry.image)
         # Keep only the reachable part of the new CT: a study of many cases must not hold whole scans.
         sub_ct, sub_mask = crop_around(result.ct, mask, case_format)
