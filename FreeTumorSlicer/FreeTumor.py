@@ -76,6 +76,7 @@ class FreeTumorParameterNode:
     inputVolume: CT in HU. organSegmentation: its organ segmentation or label map.
     organ: host organ name. size: size class. count: number of tumors. seed: random seed.
     marginMm: smallest tumor-to-organ-surface distance (mm). markCentres: add centre points.
+    A parameter named like a TumorSpec field in camelCase (marginMm: margin_mm) is that field.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -287,13 +288,8 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         """
         from FreeTumorLib.synthesis import SynthesisJob, SynthesisRequest
 
-        request = SynthesisRequest(
-            organ=parameters.organ.strip(),
-            size=parameters.size,
-            count=parameters.count,
-            seed=parameters.seed,
-            margin_mm=parameters.marginMm,
-        )
+        # Parameters named like TumorSpec fields (marginMm: margin_mm) become the spec, plus the seed.
+        request = SynthesisRequest.from_parameters(parameters)
         job = SynthesisJob(
             parameters.inputVolume,
             parameters.organSegmentation,
@@ -362,6 +358,7 @@ class FreeTumorTest(ScriptedLoadableModuleTest):
         import numpy as np
         from FreeTumorLib import nodes
 
+        from freetumor_core.lesions import is_lesion_label
         from freetumor_core.phantom import make_phantom
 
         self.delayDisplay("Building the phantom")
@@ -387,7 +384,7 @@ class FreeTumorTest(ScriptedLoadableModuleTest):
             self.assertTrue(10.0 <= record.diameter_mm < 20.0, record)
         names = nodes.segment_names(outputs.segmentation)
         self.assertIn("liver", names)
-        self.assertTrue(any(nodes.is_tumor_name(name) for name in names), names)
+        self.assertTrue(any(is_lesion_label(name) for name in names), names)
         self.assertEqual(outputs.markups.GetNumberOfControlPoints(), 2)
         self.assertTrue(np.isfinite(nodes.volume_from_node(outputs.volume).array).all())
         self.delayDisplay("Test passed")

@@ -16,6 +16,8 @@ from FreeTumorLib import nodes
 from FreeTumorLib.runner import CoreProcessError
 from FreeTumorLib.synthesis import SynthesisJob, SynthesisRequest
 
+from freetumor_core.lesions import is_lesion_label
+
 
 @pytest.fixture
 def scene_with_phantom(phantom):
@@ -65,7 +67,7 @@ def test_two_small_liver_tumors_come_back_as_nodes(scene_with_phantom, phantom):
 
     result = nodes.labels_from_node(outputs.segmentation, reference=outputs.volume)
     tumor_ids = {record.label_id for record in outputs.records}
-    assert all(nodes.is_tumor_name(result.names[i]) for i in tumor_ids)
+    assert all(is_lesion_label(result.names[i]) for i in tumor_ids)
     tumor_voxels = np.isin(result.array, list(tumor_ids))
     assert tumor_voxels.any()
     # Most of the change lies under the tumor labels (a soft edge may reach a little beyond).
@@ -105,3 +107,25 @@ def test_cancelled_job_adds_no_nodes(scene_with_phantom):
     assert [error.message for error in errors] == ["cancelled"]
     assert not job.folder.exists()
     assert _data_nodes(scene) == before
+
+
+def test_request_from_parameters_maps_spec_fields_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    from freetumor_core import TumorSpec
+
+    parameters = SimpleNamespace(inputVolume=None, organSegmentation=None, organ=" kidney ", size="medium",
+                                 count=2, seed=9, marginMm=4.5, markCentres=False)  # fmt: skip
+    request = SynthesisRequest.from_parameters(parameters)
+    assert request.spec == TumorSpec(organ="kidney", size="medium", count=2, margin_mm=4.5)
+    assert request.seed == 9
+    spec_path = request.spec.to_json(tmp_path / "spec.json")
+    arguments = request.arguments(tmp_path / "ct.nrrd", tmp_path / "labels.nrrd", spec_path, tmp_path / "out")
+    assert arguments[arguments.index("--spec") + 1] == str(spec_path)
+    assert arguments[arguments.index("--seed") + 1] == "9"
+    assert "--organ" not in arguments and "--size" not in arguments, "options travel in the spec file only"
+    assert TumorSpec.from_json(spec_path) == request.spec
+    with pytest.raises(ValueError, match="count must be an integer from 1 to 50"):
+        SynthesisRequest(count=0)
+    with pytest.raises(ValueError, match="no tumor spec field named 'colour'"):
+        SynthesisRequest(colour="red")

@@ -132,3 +132,22 @@ def test_panel_screenshot(panel, tmp_path):
     # Something was drawn: the panel is not one flat colour.
     colours = {image.pixel(x, y) for x in range(0, 360, 9) for y in range(0, 460, 9)}
     assert len(colours) > 3
+
+
+def test_parameters_are_spec_fields_with_the_spec_ranges(module_tree):
+    import sys
+
+    from freetumor_core.synthesis import spec_fields
+
+    sys.path.insert(0, str(MODULE_DIR))
+    from FreeTumorLib.synthesis import parameter_name
+
+    parameters = _parameter_fields(module_tree)
+    spec = {parameter_name(spec_field.name): spec_field for spec_field in spec_fields()}
+    # Everything but the nodes, the seed and the display choice is a TumorSpec field, by name.
+    options = set(parameters) - {"inputVolume", "organSegmentation", "seed", "markCentres"}
+    assert options and options <= set(spec), sorted(options - set(spec))
+    for name in options:
+        if spec[name].metadata["range"] is not None:
+            assert _within_range(parameters[name]) == spec[name].metadata["range"], name
+    assert _module_constant(module_tree, "SIZE_CLASSES") == spec["size"].metadata["choices"]

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from .files import atomic_output
 from .labels import LabelMap, align_to
+from .lesions import is_lesion_label
 from .records import TumorRecord
 from .volume import LPS_TO_RAS, Volume, ras_view
 
@@ -54,11 +55,6 @@ def _vtk():
     from vtkmodules import all as vtk
 
     return vtk
-
-
-def is_tumor_label(name: str) -> bool:
-    """Tumor labels are named ``<organ>_tumor`` (e.g. ``liver_tumor``)."""
-    return name.lower().endswith("_tumor")
 
 
 def _organ_colour(label_id: int) -> tuple[int, int, int]:
@@ -109,7 +105,8 @@ def compose_axial_rgb(
     Args:
         ct_slice_hu: ``(rows, columns)`` HU.
         label_slice: ``(rows, columns)`` integer labels on the same pixels.
-        names: label id -> name; names ending in ``_tumor`` get the tumor colour.
+        names: label id -> name; lesion labels (:func:`~freetumor_core.lesions.is_lesion_label`)
+            get the tumor colour.
         window_hu: ``(low, high)`` HU mapped to black..white.
 
     Returns:
@@ -123,7 +120,7 @@ def compose_axial_rgb(
         if label_id == 0:
             continue
         inside = label_slice == label_id
-        if is_tumor_label(names.get(int(label_id), "")):
+        if is_lesion_label(names.get(int(label_id), "")):
             tumor |= inside
             continue
         colour = np.asarray(_organ_colour(int(label_id)), dtype=np.float32)
@@ -186,8 +183,9 @@ def snapshot(
     """Write a PNG with one axial panel per tumor (the first :data:`MAX_PANELS`), tiled 3 per row.
 
     Each panel is the axial slice through ``record.centre_ras_mm`` in radiological display (patient
-    right on the image left, anterior up): grey CT in ``window_hu``, organ labels tinted, labels named
-    ``*_tumor`` filled and outlined in :data:`TUMOR_RGB`, and a caption (organ, diameter, contrast).
+    right on the image left, anterior up): grey CT in ``window_hu``, organ labels tinted, lesion labels
+    (``*_tumor``, ``kidney_cyst``, ...) filled and outlined in :data:`TUMOR_RGB`, and a caption
+    (organ, diameter, contrast).
     Without records the middle axial slice is shown.
 
     Args:
@@ -350,10 +348,10 @@ def surface_snapshot(
     table.SetNumberOfTableValues(top)
     table.SetTableRange(0, top - 1)
     for label_id in range(top):
-        rgb = TUMOR_RGB if is_tumor_label(labels.names.get(label_id, "")) else _organ_colour(label_id)
+        rgb = TUMOR_RGB if is_lesion_label(labels.names.get(label_id, "")) else _organ_colour(label_id)
         table.SetTableValue(label_id, rgb[0] / 255.0, rgb[1] / 255.0, rgb[2] / 255.0, 1.0)
     table.Build()
-    tumor_ids = [i for i in ids if is_tumor_label(labels.names.get(i, ""))]
+    tumor_ids = [i for i in ids if is_lesion_label(labels.names.get(i, ""))]
     organ_ids = [i for i in ids if i not in tumor_ids]
     keep: list = [image, table]
     actors = []

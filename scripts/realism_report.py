@@ -2,11 +2,13 @@
 
 Real tumors (all from ``../shared/data``):
 
-- ``ircadb``: the two liver tumors of 3D-IRCADb-01 patient 17 (connected components of label 2; the
-  liver around them is labels 1 and 3), the reference for liver;
+- ``ircadb``: the two liver tumors of 3D-IRCADb-01 patient 17 (the lesions of label 2, as
+  ``freetumor_core.lesions.split_lesions`` counts them; the liver around them is labels 1 and 3),
+  the reference for liver;
 - ``deeplesion_hu``: the DeepLesion abdominal mass stored in HU, with its lesion mask;
 - ``deeplesion_npz``: the other DeepLesion lesions, stored as 8-bit windowed images mapped back to HU
-  (values outside about -184..266 HU are clipped, so HU descriptors are approximate);
+  by ``freetumor_core.turing.realcases.read_windowed_npz`` (values outside about -184..266 HU are
+  clipped, so HU descriptors are approximate);
 - ``kits``: KiTS23 kidney tumor masks (label 2), shape descriptors only (no CT).
 
 Synthetic tumors: ``freetumor_core.synthesis.synthesize`` puts one liver tumor per seed, with the
@@ -33,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from freetumor_core.descriptors import (
     DESCRIPTORS,
@@ -44,19 +45,16 @@ from freetumor_core.descriptors import (
 )
 from freetumor_core.errors import InputError
 from freetumor_core.files import atomic_output, write_text
+from freetumor_core.lesions import split_lesions
 from freetumor_core.progress import Progress, make_progress
+from freetumor_core.turing.realcases import read_windowed_npz
 from freetumor_core.volume import Volume, read_ct, read_volume
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 REAL_SOURCES = ("ircadb", "deeplesion_hu", "deeplesion_npz", "kits")
 HOSTS = ("ircadb", "totalseg", "phantom")
-# DeepLesion 8-bit images: u8 ≈ 0.5667 * HU + 104.35 (fitted against the HU copy of one case).
-NPZ_HU_SLOPE = 0.5667
-NPZ_HU_OFFSET = 104.35
 IRCADB_LIVER, IRCADB_TUMOR, IRCADB_VESSELS = 1, 2, 3
-# Volume of a 5 mm ball, the lower bound of the smallest size class ("tiny").
-MIN_LESION_ML = math.pi / 6 * 5.0**3 / 1000.0
 COLUMNS = (
     "kind",
     "source",
@@ -87,24 +85,13 @@ class Lesion:
     requested_diameter_mm: float | None = None
 
 
-def _components(mask: np.ndarray, spacing_zyx_mm: np.ndarray) -> list[np.ndarray]:
-    """Connected components (26-connectivity) of at least :data:`MIN_LESION_ML`, largest first.
-
-    Smaller specks (a few voxels beside a large KiTS tumor) are annotation fragments, not lesions.
-    """
-    labelled, _ = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    sizes_ml = np.bincount(labelled.ravel())[1:] * float(np.prod(spacing_zyx_mm)) / 1000.0
-    order = [index for index in np.argsort(-sizes_ml) if sizes_ml[index] >= MIN_LESION_ML]
-    return [labelled == index + 1 for index in order]
-
-
 # -- real tumors -------------------------------------------------------------------------------
 def _ircadb(data: Path) -> Iterator[Lesion]:
     folder = data / "ircadb_liver_tumor"
     ct = read_ct(folder / "ircadb1_17_ct.nii.gz")
     labels = read_volume(folder / "ircadb1_17_labels.nii.gz").array
     liver = np.isin(labels, (IRCADB_LIVER, IRCADB_VESSELS))
-    for number, tumor in enumerate(_components(labels == IRCADB_TUMOR, ct.spacing_zyx), start=1):
+    for number, tumor in enumerate(split_lesions(labels == IRCADB_TUMOR, ct.spacing_zyx), start=1):
         yield Lesion("real", f"ircadb1_17 tumor {number}", "liver", tumor, ct.spacing_zyx, ct, liver)
 
 
@@ -123,20 +110,15 @@ def _deeplesion_npz(data: Path) -> Iterator[Lesion]:
         case = path.stem.removeprefix("CT_Lesion_")
         if (folder / f"{case}_ct_hu.nii.gz").is_file():
             continue  # the same lesion is read in HU by _deeplesion_hu
-        with np.load(path, allow_pickle=False) as arrays:
-            images, masks = arrays["imgs"], arrays["gts"]
-            spacing_xyz = tuple(float(s) for s in arrays["spacing"])
-            direction = np.asarray(arrays["direction"], dtype=np.float64).reshape(3, 3)
-        hu = ((images.astype(np.float32) - NPZ_HU_OFFSET) / NPZ_HU_SLOPE).astype(np.float32)
-        ct = Volume(hu, spacing=spacing_xyz, direction=direction)
-        yield Lesion("real", f"deeplesion {case} (8-bit)", "abdomen", masks > 0, ct.spacing_zyx, ct)
+        ct, mask = read_windowed_npz(path)
+        yield Lesion("real", f"deeplesion {case} (8-bit)", "abdomen", mask, ct.spacing_zyx, ct)
 
 
 def _kits(data: Path) -> Iterator[Lesion]:
     for path in sorted((data / "kits23_masks").glob("case_*_segmentation.nii.gz")):
         labels = read_volume(path)
         case = path.name.removesuffix("_segmentation.nii.gz")
-        for number, tumor in enumerate(_components(labels.array == 2, labels.spacing_zyx), start=1):
+        for number, tumor in enumerate(split_lesions(labels.array == 2, labels.spacing_zyx), start=1):
             yield Lesion("real", f"kits23 {case} tumor {number}", "kidney", tumor, labels.spacing_zyx)
 
 
@@ -201,11 +183,9 @@ def _synthetic(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = synthesize(ct, organs, spec, seed=seed)
-        tumor_all = result.labels.mask("liver_tumor")
-        existing = organs.mask("liver_tumor") if "liver_tumor" in organs.names.values() else None
-        new_tumor = tumor_all & ~existing if existing is not None else tumor_all
+        tumor_all = result.labels.mask("liver_tumor")  # the new tumor and the host's real ones
         liver = np.isin(result.labels.array, result.labels.ids_for("liver")) & ~tumor_all
-        for tumor in _components(new_tumor, result.ct.spacing_zyx)[:1]:
+        for tumor in split_lesions(result.tumor_mask, result.ct.spacing_zyx)[:1]:
             yield Lesion(
                 "synthetic",
                 f"{host} d{diameter:.0f}mm seed {seed}",

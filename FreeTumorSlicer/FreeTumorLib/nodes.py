@@ -23,6 +23,7 @@ import slicer
 import vtk
 
 from freetumor_core.labels import LabelMap, totalsegmentator_names
+from freetumor_core.lesions import is_lesion_label
 from freetumor_core.records import TumorRecord
 from freetumor_core.volume import LPS_TO_RAS, Volume
 
@@ -39,8 +40,6 @@ ORGAN_COLORS = (
     (0.55, 0.55, 0.85),
     (0.85, 0.55, 0.60),
 )
-# Words that mark a label as a lesion rather than an organ.
-TUMOR_WORDS = ("tumor", "tumour", "lesion", "cyst", "mass")
 
 
 # -- volumes ------------------------------------------------------------------------------------
@@ -120,11 +119,6 @@ def _copy_parent_transform(source: slicer.vtkMRMLNode | None, target: slicer.vtk
 # -- labels -------------------------------------------------------------------------------------
 def _clean_name(name: str) -> str:
     return "_".join(name.strip().lower().split())
-
-
-def is_tumor_name(name: str) -> bool:
-    """True for label names that denote a lesion (``liver_tumor``, ``lesion``, ``kidney_cyst``)."""
-    return any(word in name.lower() for word in TUMOR_WORDS)
 
 
 def _labelmap_node_names(node: slicer.vtkMRMLLabelMapVolumeNode, ids: Iterable[int]) -> dict[int, str]:
@@ -268,7 +262,7 @@ def add_segmentation_node(
         label = int(segment.GetLabelValue())
         segment_name = labels.names.get(label, present.get(label, f"label_{label}"))
         segment.SetName(segment_name)
-        if label in tumor_ids or is_tumor_name(segment_name):
+        if label in tumor_ids or is_lesion_label(segment_name):
             segment.SetColor(*TUMOR_COLOR)
         else:
             segment.SetColor(*ORGAN_COLORS[organ_index % len(ORGAN_COLORS)])

@@ -1,13 +1,16 @@
 """One tumor-synthesis job: input nodes -> files -> ``freetumor synthesize`` subprocess -> output nodes.
 
-Inputs are written as NRRD (which keeps geometry in double precision) to a temporary folder; the
-core writes ``ct.nii.gz``, ``labels.nii.gz`` + ``labels.json`` and ``tumors.json`` there. The
-synthetic CT is put back on the input node's exact grid (synthesis never changes the grid; NIfTI
-would round the geometry to float32), so the new nodes overlay the input exactly.
+Inputs are written as NRRD (which keeps geometry in double precision) to a temporary folder, and
+the tumor settings as a ``TumorSpec`` JSON file passed with ``--spec`` (the panel's parameters map
+to spec fields by name: ``marginMm`` is ``margin_mm``). The core writes ``ct.nii.gz``,
+``labels.nii.gz`` + ``labels.json`` and ``tumors.json`` there. The synthetic CT is put back on the
+input node's exact grid (synthesis never changes the grid; NIfTI would round the geometry to
+float32), so the new nodes overlay the input exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -19,55 +22,70 @@ from typing import Any
 import slicer
 
 from freetumor_core.labels import LabelMap, align_to, read_labels
-from freetumor_core.records import SIZE_CLASSES_MM, TumorRecord
+from freetumor_core.records import TumorRecord
+from freetumor_core.synthesis import TumorSpec, spec_fields
 from freetumor_core.volume import read_volume, write_volume
 
 from . import nodes
 from .runner import CoreProcess, CoreProcessError
 
-SIZE_CLASSES = tuple(SIZE_CLASSES_MM)
 
-
-@dataclass(frozen=True)
 class SynthesisRequest:
-    """What to synthesize (the panel's settings).
+    """What to synthesize: a ``TumorSpec`` (the panel's tumor settings) and the random seed.
 
-    Attributes:
-        organ: host organ: a label name (``liver``), a group (``kidney``) or a label id.
-        size: size class, one of ``tiny`` (5-10 mm), ``small`` (10-20), ``medium`` (20-40), ``large`` (40-80).
-        count: number of tumors.
-        seed: random seed (the same seed and inputs give the same tumors).
-        margin_mm: smallest distance from a tumor to the organ surface, mm.
+    ``SynthesisRequest(organ="liver", size="small", count=2, seed=3)``: keyword arguments other
+    than ``spec`` and ``seed`` are ``TumorSpec`` fields by name, applied over ``spec`` (default: one
+    small liver tumor).
+
+    Raises:
+        ValueError: a field value is invalid (``InputError`` naming the field), or no such field.
     """
 
-    organ: str = "liver"
-    size: str = "small"
-    count: int = 1
-    seed: int = 0
-    margin_mm: float = 3.0
+    def __init__(self, spec: TumorSpec | None = None, seed: int = 0, **fields: Any) -> None:
+        known = {spec_field.name for spec_field in spec_fields()}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"no tumor spec field named '{unknown[0]}'; fields: {', '.join(sorted(known))}")
+        self.spec = dataclasses.replace(spec or TumorSpec(size="small"), **fields).validated()
+        self.seed = int(seed)
 
-    def arguments(self, ct_path: Path, labels_path: Path, output: Path) -> list[str]:
+    @classmethod
+    def from_parameters(cls, parameters: Any) -> SynthesisRequest:
+        """The request of a parameter node (or any object) whose attributes are named like spec
+        fields in camelCase (``marginMm`` -> ``margin_mm``), plus ``seed``."""
+        fields = {}
+        for spec_field in spec_fields():
+            name = parameter_name(spec_field.name)
+            if hasattr(parameters, name):
+                value = getattr(parameters, name)
+                fields[spec_field.name] = value.strip() if isinstance(value, str) else value
+        return cls(seed=getattr(parameters, "seed", 0), **fields)
+
+    def arguments(self, ct_path: Path, labels_path: Path, spec_path: Path, output: Path) -> list[str]:
         """The ``freetumor`` command line (without the Python and ``--progress`` parts)."""
         return [
             "synthesize",
             str(ct_path),
             "--organs",
             str(labels_path),
-            "--organ",
-            self.organ,
-            "--size",
-            self.size,
-            "--count",
-            str(int(self.count)),
+            "--spec",
+            str(spec_path),
             "--seed",
-            str(int(self.seed)),
-            "--margin-mm",
-            f"{float(self.margin_mm):g}",
+            str(self.seed),
             # The panel shows the result in Slicer's own views; skip the offscreen snapshot.
             "--no-snapshot",
             "-o",
             str(output),
         ]
+
+    def __repr__(self) -> str:
+        return f"SynthesisRequest(spec={self.spec!r}, seed={self.seed})"
+
+
+def parameter_name(field_name: str) -> str:
+    """The panel's parameter name of a spec field: ``margin_mm`` -> ``marginMm``."""
+    first, *rest = field_name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 @dataclass
@@ -185,8 +203,6 @@ class SynthesisJob:
     ) -> None:
         if input_node is None or organ_node is None:
             raise ValueError("choose an input CT volume and its organ segmentation")
-        if request.size not in SIZE_CLASSES:
-            raise ValueError(f"unknown size class '{request.size}'; choose from {', '.join(SIZE_CLASSES)}")
         self.input_node = input_node
         self.organ_node = organ_node
         self.request = request
@@ -206,7 +222,8 @@ class SynthesisJob:
         self.folder = Path(tempfile.mkdtemp(prefix="freetumor-"))
         try:
             ct_path, labels_path = write_inputs(self.input_node, self.organ_node, self.folder)
-            arguments = self.request.arguments(ct_path, labels_path, self.folder / "output")
+            spec_path = self.request.spec.to_json(self.folder / "spec.json")
+            arguments = self.request.arguments(ct_path, labels_path, spec_path, self.folder / "output")
             self.process = CoreProcess(
                 arguments,
                 on_progress=self.on_progress,
@@ -263,12 +280,12 @@ class SynthesisJob:
 
 
 __all__ = [
-    "SIZE_CLASSES",
     "CoreProcessError",
     "SynthesisJob",
     "SynthesisOutputs",
     "SynthesisRequest",
     "load_outputs",
+    "parameter_name",
     "read_records",
     "write_inputs",
 ]

@@ -5,35 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..records import SIZE_CLASSES_MM
 from .common import json_mode, print_result
 
 
 def register(commands, common) -> None:
-    """Add the ``synthesize`` sub-command."""
+    """Add the ``synthesize`` sub-command; its tumor options are the fields of ``TumorSpec``."""
     parser = commands.add_parser(
         "synthesize",
         parents=[common],
         help="put synthetic tumors into an organ of a CT",
-        description="Writes ct.nii.gz, labels.nii.gz (+ labels.json), tumors.json and snapshot.png.",
+        description=(
+            "Writes ct.nii.gz, labels.nii.gz (+ labels.json), tumors.json and snapshot.png. Tumor "
+            "options come from --spec FILE (a TumorSpec JSON file), and flags given explicitly "
+            "override the file's values."
+        ),
     )
     parser.add_argument("ct", help="CT in HU (NIfTI, NRRD, MetaImage or a DICOM folder)")
     parser.add_argument("--organs", required=True, help="organ label map on (or overlapping) the CT")
     parser.add_argument("--label-names", help='JSON name map for the label map ({"1": "liver"})')
-    parser.add_argument("--organ", default="liver", help="host organ name, group or id (default liver)")
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--size", choices=list(SIZE_CLASSES_MM), help="size class (default small)")
-    size.add_argument("--diameter-mm", type=float, help="equivalent-sphere diameter instead of a class")
-    parser.add_argument("--count", type=int, default=1, help="number of tumors (default 1)")
-    parser.add_argument("--margin-mm", type=float, default=3.0, help="distance from the organ surface")
-    parser.add_argument("--avoid-margin-mm", type=float, default=3.0, help="distance from vessels, lesions")
-    parser.add_argument("--irregularity", type=float, default=0.9, help="surface deformation, 0..1")
-    parser.add_argument("--lobulation", type=float, default=0.0, help="lobes, 0..1")
-    parser.add_argument("--necrosis", action="store_true", help="add a necrotic core")
-    parser.add_argument("--rim", action="store_true", help="add an enhancing rim")
-    parser.add_argument("--mass-effect", action="store_true", help="displace the surrounding tissue")
-    parser.add_argument("--allow-shrink", action="store_true", help="shrink tumors that do not fit")
-    parser.add_argument("--contrast-hu", type=float, help="fixed mean contrast against the organ (HU)")
+    parser.add_argument("--spec", help="tumor spec JSON file (TumorSpec fields); flags override it")
+    add_spec_flags(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
     parser.add_argument(
         "--allow-non-hu",
@@ -45,34 +36,82 @@ def register(commands, common) -> None:
     parser.set_defaults(handler=command_synthesize)
 
 
+def add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TumorSpec`` field, from its definition; a flag not given leaves no value in
+    the namespace, so the spec file's value (or the field's default) stands."""
+    from ..synthesis.spec import flag_name, spec_fields
+
+    groups: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for spec_field in spec_fields():
+        metadata = spec_field.metadata
+        target = parser
+        if metadata["exclusive"]:
+            if metadata["exclusive"] not in groups:
+                groups[metadata["exclusive"]] = parser.add_mutually_exclusive_group()
+            target = groups[metadata["exclusive"]]
+        options: dict = {"dest": spec_field.name, "default": argparse.SUPPRESS, "help": _help(spec_field)}
+        if metadata["kind"] is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = metadata["kind"]
+            if metadata["choices"]:
+                options["choices"] = list(metadata["choices"])
+        target.add_argument(flag_name(spec_field), **options)
+
+
+def _help(spec_field) -> str:
+    metadata = spec_field.metadata
+    details = []
+    if metadata["range"] is not None:
+        low, high = metadata["range"]
+        details.append(f"{'>' if metadata['low_open'] else ''}{low:g}..{high:g}")
+    if metadata["unit"]:
+        details.append(metadata["unit"])
+    if spec_field.default is not None and metadata["kind"] is not bool:
+        details.append(f"default {spec_field.default}")
+    # argparse expands % in help texts.
+    text = metadata["help"].replace("%", "%%")
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+def spec_from_arguments(args: argparse.Namespace):
+    """The ``TumorSpec`` of a command line: the ``--spec`` file (or the defaults), then every flag
+    given explicitly; choosing one of a set of alternatives (``--size`` / ``--diameter-mm``) clears
+    the file's value of the others.
+
+    Raises:
+        InputError: a bad spec file or value (naming the file and the field).
+    """
+    import dataclasses
+
+    from ..synthesis import TumorSpec
+    from ..synthesis.spec import spec_fields
+
+    spec = TumorSpec.from_json(args.spec) if args.spec else TumorSpec()
+    fields = {spec_field.name: spec_field for spec_field in spec_fields()}
+    given = {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    cleared = {}
+    for name in given:
+        group = fields[name].metadata["exclusive"]
+        if group:
+            cleared.update({other: None for other in fields if fields[other].metadata["exclusive"] == group})
+    return dataclasses.replace(spec, **{**cleared, **given}).validated()
+
+
 def command_synthesize(args: argparse.Namespace) -> int:
     from ..labels import align_to, read_labels
-    from ..synthesis import TumorSpec, synthesize
+    from ..synthesis import synthesize
     from ..synthesis.outputs import write_result
     from ..volume import read_ct
 
-    spec = TumorSpec(
-        organ=args.organ,
-        size=args.size,
-        diameter_mm=args.diameter_mm,
-        count=args.count,
-        margin_mm=args.margin_mm,
-        avoid_margin_mm=args.avoid_margin_mm,
-        irregularity=args.irregularity,
-        lobulation=args.lobulation,
-        necrosis=args.necrosis,
-        rim=args.rim,
-        mass_effect=args.mass_effect,
-        allow_shrink=args.allow_shrink,
-        contrast_hu=args.contrast_hu,
-    ).validated()
+    spec = spec_from_arguments(args)
     outputs: dict[str, Path] = {}
     for step in args.reporter.track(["read", "synthesize", "write"], "synthesize"):
         if step == "read":
             ct = read_ct(args.ct, allow_non_hu=args.allow_non_hu)
             organs = align_to(read_labels(args.organs, args.label_names), ct)
         elif step == "synthesize":
-            result = synthesize(ct, organs, spec, seed=args.seed)
+            result = synthesize(ct, organs, spec, seed=args.seed, progress=args.reporter)
         else:
             outputs = write_result(result, args.output, snapshot=not args.no_snapshot)
     print_result(

@@ -1,137 +1,72 @@
-"""``synthesize``: put tumors into an organ of a CT (the handcrafted engine)."""
+"""The handcrafted engine: tumors painted from an organ's appearance table (``appearance.py``).
+
+Placement, shapes and the call's flow are shared (``flow.py``); this module adds how a placed tumor
+is painted and recorded. Callers use :func:`freetumor_core.synthesis.synthesize` with
+``TumorSpec(engine="handcrafted")`` (the default), never this module.
+"""
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from scipy import ndimage
 
-from ..errors import InputError
-from ..labels import LabelMap, align_to
 from ..records import TumorRecord
 from ..volume import Volume
 from .appearance import (
     RING_MM,
     Look,
     appearance_for,
-    base_organ,
     difference_map,
     draw_look,
     edge_width_mm,
     mass_effect,
 )
-from .placement import ORGAN, Placer, class_table
-from .shapes import TumorShape, make_shape
-from .spec import SynthesisResult, TumorSpec
+from .flow import Canvas, PlacingEngine
+from .placement import ORGAN
+from .shapes import TumorShape
+from .spec import TumorSpec
 
 ENGINE = "handcrafted"
-SHRINK_FACTOR = 0.8
 MASS_EFFECT_STRENGTH = 0.15  # tissue at the tumor's surface moves outwards by 15% of the radius
 CALIBRATION_LIMITS = (0.25, 4.0)
 
 
-def tumor_label(labels: LabelMap, organ: str) -> tuple[int, str]:
-    """Id and name of the ``<organ>_tumor`` label: the existing one, else the next unused id."""
-    name = f"{base_organ(organ)}_tumor"
-    for label, existing in sorted(labels.names.items()):
-        if existing.lower() == name:
-            return label, name
-    # Above every id in use and every named id, so no built-in name is reused.
-    return max(int(labels.array.max()), max(labels.names, default=0)) + 1, name
+class HandcraftedEngine(PlacingEngine):
+    """The handcrafted engine: an organ-specific look added to the host CT (see ``appearance.py``)."""
 
+    name = ENGINE
 
-def _output_labels(array: np.ndarray, tumor_id: int) -> np.ndarray:
-    """A copy of the label array in a dtype that can hold ``tumor_id``."""
-    if array.dtype.kind in "iu" and tumor_id <= np.iinfo(array.dtype).max:
-        return array.copy()
-    return array.astype(np.int32)
+    def reach_mm(self, spec: TumorSpec) -> float:
+        # The surrounding-organ shell outside the soft edge (at most 1.5 mm) that contrast is
+        # measured against.
+        return 1.5 + RING_MM
 
+    def paint(
+        self, canvas: Canvas, shape: TumorShape, centre: np.ndarray, requested_mm: float
+    ) -> tuple[TumorShape, np.ndarray, Look, float]:
+        spec = canvas.spec
+        look = draw_look(appearance_for(canvas.organ), canvas.rng, spec.contrast_hu, spec.necrosis, spec.rim)
+        ct_out, labels_out, table, rng = canvas.ct_out, canvas.labels_out, canvas.table, canvas.rng
+        _paint(ct_out, labels_out, table, shape, centre, look, canvas.tumor_id, spec, rng)
+        return shape, centre, look, requested_mm
 
-def _organ_name(labels: LabelMap, organ: str, organ_ids: list[int]) -> str:
-    organ = organ.strip().lower().replace(" ", "_")
-    return labels.names.get(organ_ids[0], organ) if organ.isdigit() else organ
-
-
-def synthesize(
-    ct: Volume, organs: LabelMap, spec: TumorSpec | None = None, seed: int | None = None
-) -> SynthesisResult:
-    """Synthesize ``spec.count`` tumors inside ``spec.organ``.
-
-    Args:
-        ct: CT in HU, any spacing (anisotropic is fine); not modified.
-        organs: organ labels with names; put on the CT grid (with a warning) if not already there.
-        spec: what to make (default: one small liver tumor).
-        seed: random seed; the same inputs and seed give bit-identical outputs.
-
-    Returns:
-        The new CT (same grid and dtype), the label map with the original labels plus an
-        ``<organ>_tumor`` label, and one :class:`TumorRecord` per tumor.
-
-    Raises:
-        InputError: bad spec, unknown or empty organ, or an organ that cannot hold the tumors
-            (unless ``spec.allow_shrink``, which shrinks them with a warning).
-    """
-    spec = (spec or TumorSpec()).validated()
-    organs = align_to(organs, ct)
-    source = organs.volume.metadata.get("freetumor:source")
-    organ_ids = organs.ids_for(spec.organ)
-    if not organ_ids:
-        known = ", ".join(sorted(set(organs.present().values()))) or "none"
-        raise InputError(f"no label named '{spec.organ}' (labels present: {known})", source)
-    organ = _organ_name(organs, spec.organ, organ_ids)
-    rng = np.random.default_rng(seed)
-    tumor_id, tumor_name = tumor_label(organs, organ)
-    labels_out = _output_labels(organs.array, tumor_id)
-    table_size = max(int(labels_out.max()), max(organs.names, default=0), tumor_id) + 1
-    table = class_table(organs.names, organ_ids, [tumor_id], table_size)
-    ct_out = ct.array.copy()
-    spacing = ct.spacing_zyx
-    placer = Placer(labels_out, table, spacing, rng)
-    if len(placer.organ_voxels(1)) == 0:
-        raise InputError(f"organ mask '{spec.organ}' is empty (labels {organ_ids} have no voxels)", source)
-    appearance = appearance_for(organ)
-    # The farthest any zone reaches from a tumor: the margins, and the surrounding-organ shell
-    # outside the soft edge (at most 1.5 mm) that contrast is measured against.
-    pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, 1.5 + RING_MM)
-    smallest_mm = max(3.0, 1.2 * float(spacing.max()))
-
-    painted: list[tuple[TumorShape, np.ndarray, Look, float]] = []
-    for number in range(1, spec.count + 1):
-        requested = diameter = spec.draw_diameter_mm(rng)
-        while True:
-            shape = make_shape(diameter, spacing, rng, spec.irregularity, spec.lobulation, pad_mm)
-            centre = placer.place(shape, spec.margin_mm, spec.avoid_margin_mm)
-            if centre is not None:
-                break
-            problem = (
-                f"organ '{organ}' cannot hold tumor {number} of {spec.count} ({diameter:.1f} mm, "
-                f"{spec.margin_mm:g} mm from its surface and other tumors, {spec.avoid_margin_mm:g} mm "
-                "from vessels and lesions)"
-            )
-            if not spec.allow_shrink or diameter * SHRINK_FACTOR < smallest_mm:
-                hint = "" if spec.allow_shrink else "; allow shrinking, or "
-                raise InputError(
-                    f"{problem}{hint or '; '}ask for smaller or fewer tumors or smaller margins", source
-                )
-            warnings.warn(f"{problem}; trying {diameter * SHRINK_FACTOR:.1f} mm instead", stacklevel=2)
-            diameter *= SHRINK_FACTOR
-        look = draw_look(appearance, rng, spec.contrast_hu, spec.necrosis, spec.rim)
-        _paint(ct_out, labels_out, table, shape, centre, look, tumor_id, spec, rng)
-        painted.append((shape, centre, look, requested))
-
-    # Records come from the final images, so they agree with what is written even where a later
-    # tumor's soft edge reaches an earlier tumor's surroundings.
-    records = [
-        _record(ct, ct_out, labels_out, table, shape, centre, look, tumor_id, spec, organ, requested)
-        for shape, centre, look, requested in painted
-    ]
-
-    names = dict(organs.names)
-    names[tumor_id] = tumor_name
-    labels_volume = organs.volume.like(labels_out, organs.volume.metadata)
-    return SynthesisResult(ct.like(ct_out, ct.metadata), LabelMap(labels_volume, names), records)
+    def record(self, canvas: Canvas, painted: tuple[TumorShape, np.ndarray, Look, float]) -> TumorRecord:
+        shape, centre, look, requested_mm = painted
+        return _record(
+            canvas.ct,
+            canvas.ct_out,
+            canvas.labels_out,
+            canvas.table,
+            shape,
+            centre,
+            look,
+            canvas.tumor_id,
+            canvas.spec,
+            canvas.organ,
+            requested_mm,
+        )
 
 
 def _box(shape: TumorShape, centre: np.ndarray) -> tuple[np.ndarray, tuple[slice, ...]]:

@@ -18,10 +18,10 @@ import numpy as np
 from scipy import ndimage
 
 from ..labels import ORGAN_GROUPS
+from ..lesions import is_lesion_label
 from .shapes import TumorShape
 
 OTHER, ORGAN, AVOID = 0, 1, 2
-LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "metasta", "mass", "nodule")
 RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
 EXHAUSTIVE_CANDIDATES = 1000
@@ -39,7 +39,7 @@ DEEP_FIRST_CANDIDATES = 200
 def is_avoided(name: str) -> bool:
     """Vessels and lesions: a tumor keeps ``avoid_margin_mm`` away from these labels."""
     name = name.lower()
-    return name in ORGAN_GROUPS["vessels"] or any(word in name for word in LESION_WORDS)
+    return name in ORGAN_GROUPS["vessels"] or is_lesion_label(name)
 
 
 def class_table(names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int) -> np.ndarray:

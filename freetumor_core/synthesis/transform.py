@@ -18,7 +18,7 @@ from monai.transforms import MapTransform, Randomizable
 from ..errors import InputError
 from ..labels import LabelMap
 from ..volume import Volume
-from .engine import synthesize
+from .engines import synthesize
 from .spec import TumorSpec
 
 

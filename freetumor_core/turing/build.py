@@ -156,8 +156,10 @@ def synthetic_cases(
             except InputError:
                 if attempt == len(attempts) - 1:
                     raise
-        tumor_ids = [i for i, name in result.labels.names.items() if name.endswith("_tumor")]
-        mask = np.isin(result.labels.array, tumor_ids)
+        # Only the tumor made here: a host's own real tumor shares the ``<organ>_tumor`` label but is
+        # not this case's tumor. It stays in the image, as any real host would show it (see
+        # docs/turing.md: the crop may include it, as real cases' crops include their neighbours).
+        mask = result.tumor_mask
         if not mask.any():
             raise InputError(f"synthesis made no tumor voxels for {organ} in {entry.image}", entry.image)
         # Keep only the reachable part of the new CT: a study of many cases must not hold whole scans.

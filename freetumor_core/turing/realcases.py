@@ -1,8 +1,9 @@
 """Real tumors for reader studies: read a datalist entry, split its tumor label into lesions.
 
-Each connected component of the tumor label is one real lesion, described by a
-:class:`~freetumor_core.records.TumorRecord` with ``engine="real"``. Windowed 8-bit exports (the
-DeepLesion ``.npz`` files) are turned back into HU NIfTI files by :func:`windowed_npz_to_nifti`.
+Each lesion of the tumor label (:func:`freetumor_core.lesions.split_lesions`) is one real lesion,
+described by a :class:`~freetumor_core.records.TumorRecord` with ``engine="real"``. Windowed 8-bit
+exports (the DeepLesion ``.npz`` files) are read back into HU by :func:`read_windowed_npz` and
+written as HU NIfTI files by :func:`windowed_npz_to_nifti`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from ..descriptors import describe_tumor
 from ..errors import InputError
 from ..labels import align_to, read_labels
+from ..lesions import split_lesions
 from ..records import TumorRecord
 from ..volume import Volume, read_ct, write_volume
 from .cases import CaseFormat, crop_around
 from .datalist import DatalistEntry
 
-# Lesions smaller than this are annotation specks, not tumors a reader could judge.
-MIN_LESION_ML = 0.05
+# DeepLesion 8-bit exports: u8 = WINDOW_SLOPE * HU + WINDOW_INTERCEPT (fitted against the HU copy
+# of one case: RMSE 0.29), i.e. a window of about -184..266 HU.
+WINDOW_SLOPE = 0.5667
+WINDOW_INTERCEPT = 104.35
 
 
 @dataclass
@@ -99,14 +102,9 @@ def read_real_lesions(entry: DatalistEntry, case_format: CaseFormat | None = Non
             f"{entry.source}: no tumor voxels (label {entry.tumor_label or 'nonzero'})", entry.label
         )
     context = (array != 0) & ~tumor if len(present) > 1 else None
-    components, _ = ndimage.label(tumor)
-    sizes = np.bincount(components.ravel())[1:]
     organ = entry.organ or "unspecified"
     lesions = []
-    for component in np.argsort(sizes)[::-1] + 1:
-        if sizes[component - 1] * ct.voxel_volume_ml < MIN_LESION_ML:
-            continue
-        mask = components == component
+    for mask in split_lesions(tumor, ct.spacing_zyx):
         record = measure_lesion(ct, mask, organ, "real", context)
         record.label_id = int(entry.tumor_label or present[0])
         record.extra.update({"source": str(entry.image), "component": len(lesions) + 1})
@@ -114,21 +112,19 @@ def read_real_lesions(entry: DatalistEntry, case_format: CaseFormat | None = Non
     return lesions
 
 
-def windowed_npz_to_nifti(
-    npz_path: str | os.PathLike[str],
-    folder: str | os.PathLike[str],
-    slope: float = 0.5667,
-    intercept: float = 104.35,
-) -> tuple[Path, Path]:
-    """Turn an 8-bit windowed CT ``.npz`` (``imgs``, ``gts``, ``spacing``, ``direction``, ``origin``)
-    back into an HU CT and a lesion mask, both NIfTI.
+def windowed_to_hu(
+    values: np.ndarray, slope: float = WINDOW_SLOPE, intercept: float = WINDOW_INTERCEPT
+) -> np.ndarray:
+    """HU (float64) of 8-bit windowed values: ``HU = (u8 - intercept) / slope``. Values outside the
+    original window stay clipped at its ends."""
+    return (np.asarray(values, dtype=np.float64) - intercept) / slope
 
-    The window is undone with ``HU = (u8 - intercept) / slope`` (the DeepLesion exports fit
-    ``u8 = 0.5667 HU + 104.35``); values outside the original window stay clipped at its ends.
 
-    Returns:
-        ``(ct_path, mask_path)`` in ``folder``: ``<stem>_ct_hu.nii.gz`` (int16) and
-        ``<stem>_mask.nii.gz`` (uint8, 1 = lesion).
+def read_windowed_npz(
+    npz_path: str | os.PathLike[str], slope: float = WINDOW_SLOPE, intercept: float = WINDOW_INTERCEPT
+) -> tuple[Volume, np.ndarray]:
+    """An 8-bit windowed CT ``.npz`` (``imgs``, ``gts``, ``spacing``, ``direction``, ``origin``) as a
+    float32 HU volume with its geometry, and its boolean lesion mask.
 
     Raises:
         InputError: the file is missing, not an ``.npz`` of that layout, or not 8-bit.
@@ -150,14 +146,38 @@ def windowed_npz_to_nifti(
             f"{mask.shape}",
             npz_path,
         )
-    hu = np.round((image.astype(np.float64) - intercept) / slope).astype(np.int16)
-    geometry = {
-        "spacing": tuple(arrays["spacing"].tolist()),
-        "origin": tuple(arrays["origin"].tolist()),
-        "direction": arrays["direction"].reshape(3, 3),
-    }
+    hu = windowed_to_hu(image, slope, intercept).astype(np.float32)
+    volume = Volume(
+        hu,
+        spacing=tuple(arrays["spacing"].tolist()),
+        origin=tuple(arrays["origin"].tolist()),
+        direction=arrays["direction"].reshape(3, 3),
+    )
+    return volume, mask > 0
+
+
+def windowed_npz_to_nifti(
+    npz_path: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
+    slope: float = WINDOW_SLOPE,
+    intercept: float = WINDOW_INTERCEPT,
+) -> tuple[Path, Path]:
+    """Turn an 8-bit windowed CT ``.npz`` (see :func:`read_windowed_npz`) into an HU CT and a
+    lesion mask, both NIfTI, with the ``.npz``'s geometry.
+
+    Returns:
+        ``(ct_path, mask_path)`` in ``folder``: ``<stem>_ct_hu.nii.gz`` (int16, whole HU) and
+        ``<stem>_mask.nii.gz`` (uint8, 1 = lesion).
+
+    Raises:
+        InputError: the file is missing, not an ``.npz`` of that layout, or not 8-bit.
+    """
+    npz_path = Path(npz_path)
+    volume, mask = read_windowed_npz(npz_path, slope, intercept)
     folder = Path(folder)
     stem = npz_path.name[: -len(".npz")]
-    ct_path = write_volume(Volume(hu, **geometry), folder / f"{stem}_ct_hu.nii.gz")
-    mask_path = write_volume(Volume((mask > 0).astype(np.uint8), **geometry), folder / f"{stem}_mask.nii.gz")
+    ct_path = write_volume(
+        volume.like(np.round(volume.array).astype(np.int16)), folder / f"{stem}_ct_hu.nii.gz"
+    )
+    mask_path = write_volume(volume.like(mask.astype(np.uint8)), folder / f"{stem}_mask.nii.gz")
     return ct_path, mask_path

@@ -1,0 +1,198 @@
+"""The steps every placing engine shares; an engine adds only how a tumor looks (``paint``) and
+what is recorded about it (``record``).
+
+:meth:`PlacingEngine.synthesize` checks the spec, puts the labels on the CT grid, finds the organ's
+label ids and the ``<organ>_tumor`` label, and places each tumor: a shape of the drawn diameter
+(:func:`~freetumor_core.synthesis.shapes.make_shape`) at a centre the
+:class:`~freetumor_core.synthesis.placement.Placer` finds, shrunk by 20% steps when allowed and
+needed. Then it hands the placed shape to the engine's ``paint`` and, once every tumor is painted,
+asks the engine for one record per tumor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..labels import LabelMap, align_to
+from ..progress import ProgressLike, make_progress
+from ..records import TumorRecord
+from ..volume import Volume
+from .appearance import base_organ
+from .placement import Placer, class_table
+from .shapes import TumorShape, make_shape
+from .spec import SynthesisResult, TumorSpec
+
+SHRINK_FACTOR = 0.8
+
+
+def tumor_label(labels: LabelMap, organ: str) -> tuple[int, str]:
+    """Id and name of the ``<organ>_tumor`` label: the existing one, else the next unused id."""
+    name = f"{base_organ(organ)}_tumor"
+    for label, existing in sorted(labels.names.items()):
+        if existing.lower() == name:
+            return label, name
+    # Above every id in use and every named id, so no built-in name is reused.
+    return max(int(labels.array.max()), max(labels.names, default=0)) + 1, name
+
+
+def _output_labels(array: np.ndarray, tumor_id: int) -> np.ndarray:
+    """A copy of the label array in a dtype that can hold ``tumor_id``."""
+    if array.dtype.kind in "iu" and tumor_id <= np.iinfo(array.dtype).max:
+        return array.copy()
+    return array.astype(np.int32)
+
+
+def _organ_name(labels: LabelMap, organ: str, organ_ids: list[int]) -> str:
+    organ = organ.strip().lower().replace(" ", "_")
+    return labels.names.get(organ_ids[0], organ) if organ.isdigit() else organ
+
+
+@dataclass
+class Canvas:
+    """One call's state: the inputs, the arrays being painted and the call's random generator.
+
+    Attributes:
+        ct: the input CT (not modified).
+        organs: the input labels on the CT grid (not modified).
+        spec: the validated request.
+        organ: the host organ's name (``liver``; a label id is replaced by its name).
+        organ_ids: label ids that make up the organ.
+        tumor_id, tumor_name: the ``<organ>_tumor`` label.
+        ct_out: the new CT's voxels, ``(z, y, x)``, the input's dtype; painted in place.
+        labels_out: the new label voxels; painted in place.
+        table: label id -> OTHER / ORGAN / AVOID (see :func:`~.placement.class_table`).
+        rng: the call's random generator (seeded once; the order of draws makes the output).
+        source: the label map's file, for messages.
+    """
+
+    ct: Volume
+    organs: LabelMap
+    spec: TumorSpec
+    organ: str
+    organ_ids: list[int]
+    tumor_id: int
+    tumor_name: str
+    ct_out: np.ndarray
+    labels_out: np.ndarray
+    table: np.ndarray
+    rng: np.random.Generator
+    source: str | None
+
+
+def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | None) -> Canvas:
+    """Align the labels, find the organ and the tumor label, and copy the arrays to paint.
+
+    Raises:
+        InputError: no label of that organ name.
+    """
+    organs = align_to(organs, ct)
+    source = organs.volume.metadata.get("freetumor:source")
+    organ_ids = organs.ids_for(spec.organ)
+    if not organ_ids:
+        known = ", ".join(sorted(set(organs.present().values()))) or "none"
+        raise InputError(f"no label named '{spec.organ}' (labels present: {known})", source)
+    organ = _organ_name(organs, spec.organ, organ_ids)
+    rng = np.random.default_rng(seed)
+    tumor_id, tumor_name = tumor_label(organs, organ)
+    labels_out = _output_labels(organs.array, tumor_id)
+    table_size = max(int(labels_out.max()), max(organs.names, default=0), tumor_id) + 1
+    table = class_table(organs.names, organ_ids, [tumor_id], table_size)
+    ct_out = ct.array.copy()
+    return Canvas(
+        ct, organs, spec, organ, organ_ids, tumor_id, tumor_name, ct_out, labels_out, table, rng, source
+    )
+
+
+class PlacingEngine:
+    """Base of the engines that place tumors inside an organ; subclasses supply
+    :meth:`paint` and :meth:`record` (and :meth:`reach_mm` when painting looks beyond the tumor)."""
+
+    name = "placing"
+
+    def reach_mm(self, spec: TumorSpec) -> float:
+        """How far (mm) outside a tumor's surface painting reads or writes; shapes are padded so far."""
+        return 0.0
+
+    def paint(self, canvas: Canvas, shape: TumorShape, centre: np.ndarray, requested_mm: float) -> Any:
+        """Paint one placed tumor into ``canvas.ct_out`` and ``canvas.labels_out`` (in place; the
+        shape's ``mask`` voxels get ``canvas.tumor_id``), drawing randomness from ``canvas.rng``.
+
+        Returns:
+            whatever :meth:`record` needs to describe this tumor later.
+        """
+        raise NotImplementedError
+
+    def record(self, canvas: Canvas, painted: Any) -> TumorRecord:
+        """The record of one painted tumor, measured once every tumor of the call is painted."""
+        raise NotImplementedError
+
+    def synthesize(
+        self,
+        ct: Volume,
+        organs: LabelMap,
+        spec: TumorSpec,
+        seed: int | None = None,
+        progress: ProgressLike = None,
+    ) -> SynthesisResult:
+        """See :func:`freetumor_core.synthesis.synthesize` (``spec`` is already validated)."""
+        canvas = prepare_canvas(ct, organs, spec, seed)
+        placer = Placer(canvas.labels_out, canvas.table, ct.spacing_zyx, canvas.rng)
+        if len(placer.organ_voxels(1)) == 0:
+            problem = f"organ mask '{spec.organ}' is empty (labels {canvas.organ_ids} have no voxels)"
+            raise InputError(problem, canvas.source)
+        # The farthest any zone reaches from a tumor: the margins, and what the painting looks at.
+        pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, self.reach_mm(spec))
+        painted: list[tuple[TumorShape, np.ndarray, Any]] = []
+        for number in make_progress(progress).track(range(1, spec.count + 1), "tumors"):
+            shape, centre, requested_mm = place_tumor(canvas, placer, number, pad_mm)
+            painted.append((shape, centre, self.paint(canvas, shape, centre, requested_mm)))
+        # Records come from the final images, so they agree with what is written even where a later
+        # tumor's soft edge reaches an earlier tumor's surroundings.
+        records = [self.record(canvas, item) for _, _, item in painted]
+        parts = []
+        for shape, centre, _ in painted:
+            start = centre - shape.centre_index
+            parts.append(
+                (tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True)), shape.mask)
+            )
+        names = dict(canvas.organs.names)
+        names[canvas.tumor_id] = canvas.tumor_name
+        labels_volume = canvas.organs.volume.like(canvas.labels_out, canvas.organs.volume.metadata)
+        return SynthesisResult(
+            ct.like(canvas.ct_out, ct.metadata), LabelMap(labels_volume, names), records, parts
+        )
+
+
+def place_tumor(
+    canvas: Canvas, placer: Placer, number: int, pad_mm: float
+) -> tuple[TumorShape, np.ndarray, float]:
+    """Shape and centre of tumor ``number``, and the diameter asked for (mm).
+
+    Raises:
+        InputError: the organ cannot hold it (after shrinking to the smallest size, when allowed).
+    """
+    spec, rng, spacing = canvas.spec, canvas.rng, canvas.ct.spacing_zyx
+    smallest_mm = max(3.0, 1.2 * float(spacing.max()))
+    requested = diameter = spec.draw_diameter_mm(rng)
+    while True:
+        shape = make_shape(diameter, spacing, rng, spec.irregularity, spec.lobulation, pad_mm)
+        centre = placer.place(shape, spec.margin_mm, spec.avoid_margin_mm)
+        if centre is not None:
+            return shape, centre, requested
+        problem = (
+            f"organ '{canvas.organ}' cannot hold tumor {number} of {spec.count} ({diameter:.1f} mm, "
+            f"{spec.margin_mm:g} mm from its surface and other tumors, {spec.avoid_margin_mm:g} mm "
+            "from vessels and lesions)"
+        )
+        if not spec.allow_shrink or diameter * SHRINK_FACTOR < smallest_mm:
+            hint = "" if spec.allow_shrink else "; allow shrinking, or "
+            raise InputError(
+                f"{problem}{hint or '; '}ask for smaller or fewer tumors or smaller margins", canvas.source
+            )
+        warnings.warn(f"{problem}; trying {diameter * SHRINK_FACTOR:.1f} mm instead", stacklevel=4)
+        diameter *= SHRINK_FACTOR
