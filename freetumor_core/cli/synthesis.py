@@ -46,6 +46,7 @@ def register(commands, common) -> None:
 
 
 def command_synthesize(args: argparse.Namespace) -> int:
+    from ..files import refuse_input_folder
     from ..labels import align_to, read_labels
     from ..synthesis import TumorSpec, synthesize
     from ..synthesis.outputs import write_result
@@ -66,6 +67,7 @@ def command_synthesize(args: argparse.Namespace) -> int:
         allow_shrink=args.allow_shrink,
         contrast_hu=args.contrast_hu,
     ).validated()
+    refuse_input_folder(args.output, [args.ct, args.organs, args.label_names])
     outputs: dict[str, Path] = {}
     for step in args.reporter.track(["read", "synthesize", "write"], "synthesize"):
         if step == "read":
