@@ -121,8 +121,7 @@ def gzip_size(path: str | os.PathLike[str], limit_bytes: int | None = None) -> i
                     data = decompressor.unconsumed_tail
                     if limit_bytes is not None and total > limit_bytes:
                         raise InputError(
-                            f"compressed data expand to more than the {limit_bytes} bytes the header "
-                            "announces",
+                            f"compressed data expand beyond the {limit_bytes} bytes the header allows",
                             path,
                         )
                     # Trailing bytes after one member can hold further gzip members.

@@ -183,7 +183,7 @@ def check_geometry(
         raise InputError(f"voxel spacing must be positive and finite, got {tuple(values.tolist())} mm", path)
     if np.any(values < MIN_SPACING_MM) or np.any(values > MAX_SPACING_MM):
         raise InputError(
-            f"voxel spacing {tuple(values.tolist())} mm is outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm",
+            f"voxel spacing {tuple(values.tolist())} mm is outside {MIN_SPACING_MM:g}-{MAX_SPACING_MM:g} mm",
             path,
         )
     matrix = np.asarray(direction, dtype=np.float64)

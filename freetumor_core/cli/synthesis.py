@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..records import SIZE_CLASSES_MM
-from .common import json_mode, print_result
+from .common import json_mode, print_result, seed_number
 
 
 def register(commands, common) -> None:
@@ -34,7 +34,7 @@ def register(commands, common) -> None:
     parser.add_argument("--mass-effect", action="store_true", help="displace the surrounding tissue")
     parser.add_argument("--allow-shrink", action="store_true", help="shrink tumors that do not fit")
     parser.add_argument("--contrast-hu", type=float, help="fixed mean contrast against the organ (HU)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    parser.add_argument("--seed", type=seed_number, default=0, help="random seed (same seed, same output)")
     parser.add_argument(
         "--allow-non-hu",
         action="store_true",
