@@ -145,6 +145,8 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     os.symlink(folder / "loop.nii.gz", files["loop"])
     files["image_fifo"] = folder / "image_fifo.nii.gz"
     os.mkfifo(files["image_fifo"])
+    files["datalist_fifo"] = folder / "datalist_fifo.json"
+    os.mkfifo(files["datalist_fifo"])
 
     # A study's datalists: one real lesion in HU, one host.
     deep = folder / "deep"
@@ -226,6 +228,10 @@ PROBES = {
         ["{names_fifo}", "FIFO"],
     ),
     "image_fifo": (lambda c: ["info", str(c["image_fifo"])], ["{image_fifo}", "FIFO"]),
+    "datalist_fifo": (
+        lambda c: _vtt(c)[:2] + ["--real", str(c["datalist_fifo"])] + _vtt(c)[4:],
+        ["{datalist_fifo}", "FIFO"],
+    ),
     "loop": (lambda c: ["info", str(c["loop"])], ["{loop}", "symlink loop"]),
     "organ_id_unknown": (lambda c: _synthesize(c, "ct", "labels", "--organ", "999"), ["{labels}", "999"]),
     "seed_negative_synthesize": (lambda c: _synthesize(c, "ct", "labels", "--seed", "-1"), ["--seed", "-1"]),
