@@ -325,8 +325,8 @@ def atomic_output(path: str | os.PathLike[str], mode: int | None = None) -> Iter
     clean_folder(folder)
     temporary = folder / f"{TEMPORARY_PREFIX}{os.getpid()}.{secrets.token_hex(4)}{_suffix(path)}"
     try:
-        with open(temporary, "xb"):
-            pass
+        # Private while it is written (a key file must never be readable by others, even briefly).
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as error:
         raise _write_failed(error, path) from None
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..files import write_json
+from ..files import STAGING_PREFIX, check_output_folder, clean_folder, write_json
 from ..labels import LabelMap, align_to, read_labels
 from ..progress import ProgressLike, make_progress
 from ..records import TumorRecord
@@ -297,8 +296,11 @@ def write_study(
             "readers could tell them apart without judging the tumors. Use hosts closer to the real "
             "scans, or pass --allow-leaky (allow_leaky=True) to build it anyway (the key records it)"
         )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    check_output_folder(output.parent)
+    # A hidden staging folder that the next writer into this folder removes if this process dies.
+    clean_folder(output.parent)
+    staging = output.parent / f"{STAGING_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         (staging / CASES_FOLDER).mkdir()
         created = time.time()
