@@ -31,7 +31,13 @@ def test_failure_keeps_the_old_file_and_leaves_nothing_behind(tmp_path):
 
 
 def test_temporary_name_keeps_the_format_suffix(tmp_path):
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.arange(24, dtype=np.int16).reshape(2, 3, 4))
     with atomic_output(tmp_path / "sub" / "ct.nii.gz") as temporary:
         assert temporary.name.endswith(".nii.gz") and temporary.parent == tmp_path / "sub"
-        temporary.write_bytes(b"x")
-    assert (tmp_path / "sub" / "ct.nii.gz").read_bytes() == b"x"
+        assert temporary.name.startswith(".")
+        sitk.WriteImage(image, str(temporary))
+    read = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "sub" / "ct.nii.gz")))
+    assert read.tolist() == np.arange(24).reshape(2, 3, 4).tolist()

@@ -117,6 +117,7 @@ def mixed_study(datalists: Path, tmp_path_factory) -> tuple[Path, Path]:
             "4",
             "--seed",
             "5",
+            "--allow-leaky",
         ]
     )
     assert code == 0

@@ -98,9 +98,9 @@ def test_answers_are_locked_ordered_and_resumable(study_folder: Path) -> None:
     study = Study.open(study_folder)
     order = study.order("alice")
     assert sorted(order) == study.case_ids
-    # Each reader has an own order, stable across processes (seeded by study seed and name).
-    assert order == reader_order(study.case_ids, 11, "alice")
-    assert study.order("bob") == reader_order(study.case_ids, 11, "bob")
+    # Each reader has an own random order, saved at first use: the same in a fresh process.
+    assert Study.open(study_folder).order("alice") == order
+    assert sorted(reader_order(study.case_ids)) == study.case_ids
     assert study.order("alice") != study.order("bob")
 
     first = study.answer("alice", order[0], "synthetic", 4, comment="edge too sharp")

@@ -58,6 +58,9 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+MAX_REPEAT = 1000
+
+
 class Bench:
     """Collects results for one suite. ``options`` carries suite options from the command line."""
 
@@ -68,6 +71,8 @@ class Bench:
         repeat: int = 5,
         progress: ProgressLike = None,
     ) -> None:
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
+            raise InputError(f"repeat must be a whole number from 1 to {MAX_REPEAT}, got {repeat!r}")
         self.suite = suite
         self.progress = make_progress(progress)
         self.options = options or {}

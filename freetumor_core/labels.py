@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .files import write_json
+from .files import parse_json, read_small_text, write_json
 from .volume import Volume, read_volume, write_volume
 
 # Names that select several labels at once. Matching is on whole names, after these aliases.
@@ -56,23 +56,37 @@ def totalsegmentator_names() -> dict[int, str]:
     return {int(key): name for key, name in json.loads(text)["labels"].items()}
 
 
+# Label ids are stored as int32 at most: larger ids would wrap around to other labels.
+MAX_LABEL_ID = np.iinfo(np.int32).max
+
+
 def read_name_map(path: str | os.PathLike[str]) -> dict[int, str]:
-    """Read a JSON name map ``{"1": "liver", ...}`` (or ``{"labels": {...}}``)."""
+    """Read a JSON name map ``{"1": "liver", ...}`` (or ``{"labels": {...}}``).
+
+    Raises:
+        InputError: not a small regular UTF-8 JSON file, not an object of ``id: name``, or an id
+            outside 1..2^31-1.
+    """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("name map file not found", path) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(f"name map is not valid JSON: {error}", path) from None
+    data = parse_json(read_small_text(path, "name map"), path, "name map")
     if isinstance(data, dict) and isinstance(data.get("labels"), dict):
         data = data["labels"]
     if not isinstance(data, dict):
         raise InputError('name map must be a JSON object like {"1": "liver"}', path)
-    try:
-        return {int(key): str(name) for key, name in data.items() if int(key) != 0}
-    except ValueError:
-        raise InputError("name map keys must be integer label ids", path) from None
+    names = {}
+    for key, name in data.items():
+        try:
+            label = int(key)
+        except ValueError:
+            raise InputError(f"name map keys must be integer label ids, got {key!r}", path) from None
+        if label == 0:
+            continue
+        if not 0 < label <= MAX_LABEL_ID:
+            raise InputError(f"label id {label} is outside 1..{MAX_LABEL_ID}", path)
+        if not isinstance(name, str | int | float) or isinstance(name, bool):
+            raise InputError(f"label {label}: name must be text, got {type(name).__name__}", path)
+        names[label] = str(name)
+    return names
 
 
 def _seg_nrrd_names(metadata: dict[str, str]) -> dict[int, str]:
@@ -121,7 +135,10 @@ class LabelMap:
         """Label ids that make up ``organ`` (a name, a group such as ``kidney``, or an id)."""
         organ = organ.strip().lower().replace(" ", "_")
         if organ.isdigit():
-            return [int(organ)]
+            label = int(organ)
+            if label in self.names or (0 < label <= int(self.array.max()) and np.any(self.array == label)):
+                return [label]
+            return []
         wanted = set(ORGAN_GROUPS.get(organ, (organ,)))
         return sorted(i for i, name in self.names.items() if name.lower() in wanted)
 
@@ -168,12 +185,16 @@ def read_labels(
     """
     volume = read_volume(path)
     array = volume.array
-    if array.dtype.kind == "f":
-        if not np.array_equal(array, np.round(array)):
-            raise InputError("label map holds non-integer values; is this an image?", path)
-        array = array.astype(np.int32)
+    if array.dtype.kind not in "iuf":
+        raise InputError(f"label map voxels of type {array.dtype} cannot be label ids", path)
+    if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise InputError("label map holds non-integer values; is this an image?", path)
     if array.min() < 0:
         raise InputError(f"label map holds negative values (min {array.min()})", path)
+    if array.max() > MAX_LABEL_ID:
+        raise InputError(f"label id {array.max():.0f} does not fit a label (at most {MAX_LABEL_ID})", path)
+    if array.dtype.kind == "f":
+        array = array.astype(np.int32)
     if array.dtype.kind not in "iu" or array.dtype.itemsize > 4:
         array = array.astype(np.int32)
     volume.array = array

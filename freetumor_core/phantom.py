@@ -15,6 +15,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
+from .errors import InputError
 from .labels import LabelMap, totalsegmentator_names
 from .volume import Volume
 
@@ -119,6 +120,11 @@ class _Canvas:
             self.labels[box][inside] = 0 if label == "background" else _TS[label]
 
 
+# Finer than 1 mm the phantom's arrays outgrow a workstation's memory.
+MIN_SPACING_MM = 1.0
+MAX_SPACING_MM = 10.0
+
+
 def make_phantom(seed: int = 0, spacing_mm: float = 1.5) -> tuple[Volume, LabelMap]:
     """Build the abdominal phantom.
 
@@ -129,7 +135,16 @@ def make_phantom(seed: int = 0, spacing_mm: float = 1.5) -> tuple[Volume, LabelM
     Returns:
         ``(ct, labels)``: an int16 CT in HU, shape ``(z, y, x)``, and its TotalSegmentator-named
         label map on the same grid.
+
+    Raises:
+        InputError: a seed that is not a whole number >= 0, or a spacing outside 1-10 mm.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"phantom seed must be a whole number >= 0, got {seed!r}")
+    if not isinstance(spacing_mm, int | float) or not MIN_SPACING_MM <= spacing_mm <= MAX_SPACING_MM:
+        raise InputError(
+            f"phantom spacing must be from {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g} mm, got {spacing_mm!r}"
+        )
     rng = np.random.default_rng(seed)
     shape = tuple(round(size / spacing_mm) for size in (240.0, 270.0, 360.0))
     canvas = _Canvas(shape, spacing_mm, rng)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .files import atomic_output
+from .files import atomic_output, check_input_file, gzip_size
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha")
@@ -144,6 +144,98 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+# Input limits: a header is checked against these before any voxel is read.
+MIN_SPACING_MM = 0.01
+MAX_SPACING_MM = 100.0
+DEFAULT_MAX_IMAGE_MB = 1024
+ORTHONORMAL_TOLERANCE = 1e-3
+
+
+def max_image_bytes() -> int:
+    """The most voxel data an input image may hold: ``FREETUMOR_MAX_IMAGE_MB`` (default 1024 MB).
+
+    Reading needs about twice this in memory (the reader's buffer and the array).
+    """
+    text = os.environ.get("FREETUMOR_MAX_IMAGE_MB", "")
+    try:
+        megabytes = float(text) if text else DEFAULT_MAX_IMAGE_MB
+    except ValueError:
+        megabytes = DEFAULT_MAX_IMAGE_MB
+    return int(megabytes * (1 << 20))
+
+
+def _bytes_per_voxel(reader: sitk.ImageReaderBase) -> int:
+    size = sitk.Image([1] * 3, reader.GetPixelID()).GetSizeOfPixelComponent()
+    return size * reader.GetNumberOfComponents()
+
+
+def check_geometry(
+    spacing: Sequence[float], direction: Sequence[float], path: str | os.PathLike[str] | None
+) -> None:
+    """Refuse spacing that is not finite or outside 0.01-100 mm, and a direction that is not a
+    finite orthonormal matrix.
+
+    Raises:
+        InputError: naming the file and the values.
+    """
+    values = np.asarray(spacing, dtype=np.float64)
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise InputError(f"voxel spacing must be positive and finite, got {tuple(values.tolist())} mm", path)
+    if np.any(values < MIN_SPACING_MM) or np.any(values > MAX_SPACING_MM):
+        raise InputError(
+            f"voxel spacing {tuple(values.tolist())} mm is outside {MIN_SPACING_MM:g}-{MAX_SPACING_MM:g} mm",
+            path,
+        )
+    matrix = np.asarray(direction, dtype=np.float64)
+    if matrix.size != 9 or not np.all(np.isfinite(matrix)):
+        raise InputError("direction matrix holds NaN or infinite values", path)
+    matrix = matrix.reshape(3, 3)
+    if not np.allclose(matrix.T @ matrix, np.eye(3), atol=ORTHONORMAL_TOLERANCE):
+        raise InputError(
+            f"direction matrix {matrix.round(4).tolist()} is not orthonormal (axes must be unit "
+            "vectors at right angles)",
+            path,
+        )
+
+
+def _check_size(size: Sequence[int], bytes_per_voxel: int, path: Path) -> int:
+    voxels = int(np.prod(np.asarray(size, dtype=np.float64)))
+    data_bytes = voxels * bytes_per_voxel
+    limit = max_image_bytes()
+    if data_bytes > limit:
+        raise InputError(
+            f"header announces {' x '.join(map(str, size))} voxels ({data_bytes / (1 << 20):.0f} MB), "
+            f"more than the {limit / (1 << 20):.0f} MB an input may hold (FREETUMOR_MAX_IMAGE_MB)",
+            path,
+        )
+    return data_bytes
+
+
+def _check_header(path: Path) -> None:
+    """Everything that can be checked before the voxels are read: type, size, geometry, file size."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    if reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError("complex voxel values are not supported; give a real-valued image", path)
+    if reader.GetDimension() != 3:
+        raise InputError(f"not a 3D image (dimension {reader.GetDimension()})", path)
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(f"not a scalar image ({reader.GetNumberOfComponents()} components per voxel)", path)
+    data_bytes = _check_size(reader.GetSize(), _bytes_per_voxel(reader), path)
+    check_geometry(reader.GetSpacing(), reader.GetDirection(), path)
+    suffix = _suffix(path)
+    if path.name.lower().endswith(".gz"):
+        # Decompressed in bounded chunks: a small file that expands to gigabytes stops early.
+        expanded = gzip_size(path, limit_bytes=data_bytes + (1 << 20))
+        if suffix == ".nii.gz" and expanded < data_bytes:
+            raise InputError(
+                f"file is truncated ({expanded} bytes of data, the header needs {data_bytes})", path
+            )
+    elif suffix == ".nii":
+        _check_nifti_size(path, data_bytes)
+
+
 def _read_dicom_series(folder: Path) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
@@ -155,31 +247,42 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
             folder,
         )
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    _check_dicom_slices(folder, files)
     reader.SetFileNames(files)
     return reader.Execute()
 
 
-def _check_gzip_complete(path: Path) -> None:
-    """ITK silently zero-fills a truncated ``.gz`` file: verify the stream ends properly."""
-    import zlib
+def _check_dicom_slices(folder: Path, files: Sequence[str]) -> None:
+    """Refuse a series with missing or unevenly spaced slices (ITK would average the spacing)."""
+    positions = []
+    bytes_per_slice = 0
+    normal = None
+    for name in files:
+        slice_reader = sitk.ImageFileReader()
+        slice_reader.SetFileName(name)
+        slice_reader.ReadImageInformation()
+        width, height = slice_reader.GetSize()[:2]
+        bytes_per_slice = max(bytes_per_slice, width * height * _bytes_per_voxel(slice_reader))
+        if normal is None:
+            cosines = [float(v) for v in slice_reader.GetMetaData("0020|0037").split("\\")]
+            normal = np.cross(cosines[:3], cosines[3:])
+        position = [float(v) for v in slice_reader.GetMetaData("0020|0032").split("\\")]
+        positions.append(float(np.dot(normal, position)))
+    _check_size((len(files), bytes_per_slice), 1, folder)
+    if len(positions) < 2:
+        return
+    gaps = np.diff(np.sort(positions))
+    if np.any(gaps < 1e-3):
+        raise InputError("DICOM series holds two slices at the same position", folder)
+    if gaps.max() - gaps.min() > max(0.01, 0.01 * float(np.median(gaps))):
+        raise InputError(
+            f"DICOM series has missing or unevenly spaced slices (gaps {gaps.min():g} to {gaps.max():g} mm); "
+            "its geometry would be wrong",
+            folder,
+        )
 
-    decompressor = zlib.decompressobj(wbits=31)
-    with open(path, "rb") as handle:
-        try:
-            while chunk := handle.read(1 << 22):
-                decompressor.decompress(chunk, 0)
-                # Trailing bytes after one member can hold further gzip members.
-                while decompressor.eof and decompressor.unused_data:
-                    rest = decompressor.unused_data
-                    decompressor = zlib.decompressobj(wbits=31)
-                    decompressor.decompress(rest, 0)
-        except zlib.error as error:
-            raise InputError(f"corrupt gzip data: {error}", path) from None
-    if not decompressor.eof:
-        raise InputError("file is truncated (the compressed data end early)", path)
 
-
-def _check_nifti_size(path: Path, image: sitk.Image) -> None:
+def _check_nifti_size(path: Path, data_bytes: int) -> None:
     """ITK zero-fills a truncated uncompressed NIfTI-1 file: compare its size with the header's."""
     import struct
 
@@ -187,10 +290,8 @@ def _check_nifti_size(path: Path, image: sitk.Image) -> None:
         header = handle.read(348)
     for order in "<>":
         if len(header) == 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            bits = struct.unpack(order + "h", header[72:74])[0]
             offset = struct.unpack(order + "f", header[108:112])[0]
-            voxels = int(np.prod(image.GetSize())) * image.GetNumberOfComponentsPerPixel()
-            expected = int(offset) + voxels * bits // 8
+            expected = int(offset) + data_bytes
             actual = path.stat().st_size
             if actual < expected:
                 raise InputError(f"file is truncated ({actual} bytes, the header needs {expected})", path)
@@ -200,28 +301,30 @@ def _check_nifti_size(path: Path, image: sitk.Image) -> None:
 def read_volume(path: str | os.PathLike[str]) -> Volume:
     """Read a 3D scalar image: NIfTI, NRRD (also ``.seg.nrrd``), MetaImage or a DICOM series folder.
 
+    The header is checked before any voxel is read: size against :func:`max_image_bytes` (and
+    against the file size, or the decompressed size), spacing and direction (:func:`check_geometry`),
+    voxel type (no complex values); a DICOM series must have evenly spaced slices.
+
     Raises:
-        InputError: the path is missing, unreadable, corrupt, not 3D, not scalar, or has NaN/inf.
+        InputError: the path is missing, not a regular file or folder, unreadable, corrupt, too large,
+            not 3D, not scalar, has bad geometry, or has NaN/inf values.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", path)
+    path = check_input_file(path, "file", folder_ok=True)
     try:
         if path.is_dir():
             image = _read_dicom_series(path)
         else:
             if path.stat().st_size == 0:
                 raise InputError("file is empty", path)
-            if path.name.lower().endswith(".gz"):
-                _check_gzip_complete(path)
+            _check_header(path)
             image = sitk.ReadImage(str(path))
-            if _suffix(path) == ".nii":
-                _check_nifti_size(path, image)
     except InputError:
         raise
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown"
         raise InputError(f"cannot read image (corrupt or unsupported format): {first_line}", path) from None
+    except OSError as error:
+        raise InputError(f"cannot read image: {error.strerror or error}", path) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"not a scalar image ({image.GetNumberOfComponentsPerPixel()} components per voxel)",
@@ -229,8 +332,11 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         )
     if image.GetDimension() != 3:
         raise InputError(f"not a 3D image (dimension {image.GetDimension()})", path)
+    check_geometry(image.GetSpacing(), image.GetDirection(), path)
     # NIfTI header fields are all geometry or dtype, which Volume already carries.
     volume = Volume.from_sitk(image, keep_metadata=_suffix(path) not in (".nii", ".nii.gz"))
+    if volume.array.dtype.kind == "c":
+        raise InputError("complex voxel values are not supported; give a real-valued image", path)
     if volume.array.dtype.kind == "f" and not np.all(np.isfinite(volume.array)):
         bad = int(np.count_nonzero(~np.isfinite(volume.array)))
         raise InputError(f"image has {bad} NaN or infinite voxel values", path)
@@ -336,6 +442,11 @@ def check_hu(volume: Volume, path: str | os.PathLike[str] | None = None) -> None
     """
     path = path or volume.metadata.get("freetumor:source")
     array = volume.array
+    if array.dtype.kind not in "iuf" or array.dtype == np.int8:
+        raise InputError(
+            f"CT voxels of type {array.dtype} cannot hold Hounsfield units; give int16, int32 or float data",
+            path,
+        )
     low, high = float(array.min()), float(array.max())
     if array.dtype == np.uint8 or (low >= 0 and high <= 255):
         raise InputError(

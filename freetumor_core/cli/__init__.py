@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         sys.stderr.close()
         return 0
+    except OSError as error:  # the file system refused: a full disk, a read-only or missing folder
+        where = f"{error.filename}: " if error.filename else ""
+        message = f"{where}{error.strerror or error}"
+        reporter.event("error", message=message, exit_code=2)
+        print(f"freetumor: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("freetumor: cancelled", file=sys.stderr)
         return 130

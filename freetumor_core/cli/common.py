@@ -28,6 +28,32 @@ def common_parser() -> argparse.ArgumentParser:
     return common
 
 
+def seed_number(text: str) -> int:
+    """An argparse type: a seed is a whole number from 0 to 2^63-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a whole number, got {text!r}") from None
+    if not 0 <= value < 1 << 63:
+        raise argparse.ArgumentTypeError(f"seed must be from 0 to 2^63-1, got {value}")
+    return value
+
+
+def bounded(kind: type, low: float, high: float, what: str):
+    """An argparse type: a number of ``kind`` from ``low`` to ``high``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not low <= value <= high:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"{what} must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    return parse
+
+
 def json_mode(args: argparse.Namespace) -> bool:
     """Whether the command runs for a program (``--progress json``)."""
     return args.progress == "json"

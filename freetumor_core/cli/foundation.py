@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import json_mode, print_result
+from .common import bounded, json_mode, print_result, seed_number
 
 
 def command_info(args: argparse.Namespace) -> int:
@@ -36,13 +36,15 @@ def command_info(args: argparse.Namespace) -> int:
 
 
 def command_phantom(args: argparse.Namespace) -> int:
+    from ..files import output_set
     from ..phantom import make_phantom
     from ..volume import write_volume
 
     output = Path(args.output)
     ct, labels = make_phantom(seed=args.seed, spacing_mm=args.spacing_mm)
-    write_volume(ct, output / "ct.nii.gz")
-    labels.save(output / "labels.nii.gz")
+    with output_set(output) as staged:
+        write_volume(ct, staged.path("ct.nii.gz"))
+        labels.save(staged.path("labels.nii.gz"))
     outputs = {"ct": str(output / "ct.nii.gz"), "labels": str(output / "labels.nii.gz")}
     print_result(args, {"outputs": outputs})
     if not json_mode(args):
@@ -76,11 +78,13 @@ def register(commands, common) -> None:
         "phantom", parents=[common], help="write the procedural abdominal CT phantom and its labels"
     )
     phantom.add_argument("-o", "--output", required=True, help="output folder")
-    phantom.add_argument("--seed", type=int, default=0)
-    phantom.add_argument("--spacing-mm", type=float, default=1.5, help="voxel size (mm)")
+    phantom.add_argument("--seed", type=seed_number, default=0)
+    phantom.add_argument(
+        "--spacing-mm", type=bounded(float, 1.0, 10.0, "--spacing-mm"), default=1.5, help="voxel size (mm)"
+    )
     phantom.set_defaults(handler=command_phantom)
 
     demo = commands.add_parser("demo", parents=[common], help="run the main job on the built-in phantom")
     demo.add_argument("-o", "--output", required=True, help="output folder")
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=seed_number, default=7)
     demo.set_defaults(handler=command_demo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import json_mode, print_result
+from .common import json_mode, print_result, seed_number
 
 
 def register(commands, common) -> None:
@@ -25,7 +25,7 @@ def register(commands, common) -> None:
     parser.add_argument("--label-names", help='JSON name map for the label map ({"1": "liver"})')
     parser.add_argument("--spec", help="tumor spec JSON file (TumorSpec fields); flags override it")
     add_spec_flags(parser)
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
+    parser.add_argument("--seed", type=seed_number, default=0, help="random seed (same seed, same output)")
     parser.add_argument(
         "--allow-non-hu",
         action="store_true",
@@ -99,12 +99,14 @@ def spec_from_arguments(args: argparse.Namespace):
 
 
 def command_synthesize(args: argparse.Namespace) -> int:
+    from ..files import refuse_input_folder
     from ..labels import align_to, read_labels
     from ..synthesis import synthesize
     from ..synthesis.outputs import write_result
     from ..volume import read_ct
 
     spec = spec_from_arguments(args)
+    refuse_input_folder(args.output, [args.ct, args.organs, args.label_names])
     outputs: dict[str, Path] = {}
     for step in args.reporter.track(["read", "synthesize", "write"], "synthesize"):
         if step == "read":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from .common import json_mode, print_json, print_result
+from .common import json_mode, print_json, print_result, seed_number
 
 
 def command_create(args: argparse.Namespace) -> int:
@@ -19,12 +21,22 @@ def command_create(args: argparse.Namespace) -> int:
         n_synthetic=args.n_synthetic,
         seed=args.seed,
         progress=args.reporter,
+        allow_leaky=args.allow_leaky,
     )
     info = study.info()
+    leaks = json.loads(Path(args.key).read_text())["leak_check"]
     if json_mode(args):
-        print_result(args, {"outputs": {"study": str(study.folder), "key": args.key}, "cases": info["cases"]})
+        print_result(
+            args,
+            {
+                "outputs": {"study": str(study.folder), "key": args.key},
+                "cases": info["cases"],
+                "leak_check": {k: leaks[k] for k in ("checked", "leaky", "loo_accuracy", "allowed_leaky")},
+            },
+        )
     else:
         print(f"study with {info['cases']} cases written to {study.folder}/; key in {args.key}")
+        print(leaks["summary"] + (" (built anyway: --allow-leaky)" if leaks["allowed_leaky"] else ""))
     return 0
 
 
@@ -144,7 +156,14 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     create.add_argument("--key", required=True, metavar="KEYFILE", help="key file (JSON), outside the study")
     create.add_argument("--n-real", type=int, help="real cases (default: every real lesion)")
     create.add_argument("--n-synthetic", type=int, help="synthetic cases (default: as many as real)")
-    create.add_argument("--seed", type=int, default=0)
+    create.add_argument(
+        "--seed", type=seed_number, default=0, help="draws lesions and hosts (ids and order are secret)"
+    )
+    create.add_argument(
+        "--allow-leaky",
+        action="store_true",
+        help="build even when image statistics tell real from synthetic (recorded in the key)",
+    )
     create.set_defaults(handler=command_create)
 
     cases = actions.add_parser(

@@ -4,15 +4,21 @@ Real cases come from a datalist whose labels hold real tumors (each connected le
 Synthetic cases come from a datalist of CTs with organ labels: the synthesis engine makes one tumor
 per case, with organ and diameter drawn from the real cases, so both groups share the same organ and
 size distribution. Every case is written the same way (see :mod:`freetumor_core.turing.cases`),
-named by a seeded random id, and the key (which case is which) goes only to the key file, which may
-not lie inside the study folder.
+harmonized (blurred to the coarsest source grid of the study, noise matched) and checked for leaks
+(:mod:`freetumor_core.turing.leakcheck`).
+
+Blinding: the seed draws only which lesions and hosts are used and how tumors are made. The study
+id, the case ids, the case order, the crops and the added noise come from the operating system's
+secret random source (:mod:`secrets`), so nothing in the study folder can be replayed. The key (which
+case is which, the seed, the leak check) goes only to the key file (mode 0600), which may not lie
+inside the study folder.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,18 +28,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..files import write_json
+from ..files import STAGING_PREFIX, check_output_folder, clean_folder, write_json
 from ..labels import LabelMap, align_to, read_labels
 from ..progress import ProgressLike, make_progress
 from ..records import TumorRecord
 from ..volume import Volume, read_ct, write_volume
-from .cases import CaseFormat, crop_around, prepare_case
+from .cases import CaseFormat, PreparedCase, crop_around, physical_spacing_mm, prepare_case
 from .datalist import DatalistEntry, read_datalist
+from .leakcheck import case_features, check_leaks, describe_leaks, noise_level_hu
 from .realcases import read_real_lesions
 from .store import Store, utc_now
 from .study import CASES_FOLDER, DATABASE, FORMAT_NAME, FORMAT_VERSION, MANIFEST, Study
 
 KEY_FORMAT = "freetumor-visual-turing-test-key"
+KEY_MODE = 0o600
+# A study is read by people: more cases than this would take readers weeks.
+MAX_CASES = 2000
 
 
 @dataclass
@@ -49,11 +59,16 @@ class StudyCase:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _neutral_ids(count: int, rng: np.random.Generator) -> list[str]:
+def _neutral_ids(count: int) -> list[str]:
+    """``count`` distinct ids ``case-xxxxxx`` from the secret random source, sorted."""
     ids: set[str] = set()
     while len(ids) < count:
-        ids.add(f"case-{int(rng.integers(0, 1 << 24)):06x}")
+        ids.add(f"case-{secrets.randbits(24):06x}")
     return sorted(ids)
+
+
+def _secret_rng() -> np.random.Generator:
+    return np.random.default_rng(secrets.randbits(128))
 
 
 def real_cases(
@@ -195,6 +210,40 @@ def _check_outputs(output: Path, key_path: Path) -> None:
         raise InputError("folder of the key file does not exist", key_path.parent)
 
 
+def harmonize_noise(
+    prepared: list[PreparedCase], case_format: CaseFormat, resolution_mm: np.ndarray, rng: np.random.Generator
+) -> list[float]:
+    """Add noise to every case whose noise level is below the study's highest, so that all cases
+    show the same noise SD (:func:`~freetumor_core.turing.leakcheck.noise_level_hu`).
+
+    The added noise is smoothed to the study's coarsest source grid (``resolution_mm``, x y z), like
+    the blurred scans. Returns the noise added per case (SD, HU).
+    """
+    spacing = np.asarray(case_format.spacing_mm)
+    sigma_voxels = (np.sqrt(np.maximum(resolution_mm**2 - spacing**2, 0.0)) / 2.355 / spacing)[::-1]
+    levels = [noise_level_hu(case.array) for case in prepared]
+    target = max(levels)
+    low_hu, high_hu = case_format.hu_range
+    added = []
+    for case, level in zip(prepared, levels, strict=True):
+        amount = float(np.sqrt(max(target**2 - level**2, 0.0)))
+        if amount < 0.5:
+            added.append(0.0)
+            continue
+        field = rng.standard_normal(case.array.shape).astype(np.float32)
+        if np.any(sigma_voxels > 0):
+            from scipy import ndimage
+
+            field = ndimage.gaussian_filter(field, sigma_voxels, mode="wrap")
+        # Scale by the same measure the leak check uses, on a flat field of soft-tissue HU.
+        measured = noise_level_hu(field * 10.0 + 40.0) / 10.0
+        field *= amount / max(measured, 1e-6)
+        values = case.array.astype(np.float32) + field
+        case.array = np.clip(np.rint(values), low_hu, high_hu).astype(np.int16)
+        added.append(round(amount, 2))
+    return added
+
+
 def write_study(
     output: str | os.PathLike[str],
     key_path: str | os.PathLike[str],
@@ -202,70 +251,103 @@ def write_study(
     seed: int,
     case_format: CaseFormat | None = None,
     progress: ProgressLike = None,
+    allow_leaky: bool = False,
 ) -> Study:
     """Write a study folder and its key from prepared cases.
 
-    The folder is assembled under a temporary name and renamed at the end, so a study appears
-    complete or not at all.
+    Ids, order, crops and added noise come from the secret random source; ``seed`` is only recorded
+    in the key (it drew the cases). Cases are harmonized (blurred to the coarsest source grid, noise
+    matched) and then checked for leaks; the check's report goes into the key. The folder is
+    assembled under a temporary name and renamed at the end, so a study appears complete or not at
+    all.
 
     Raises:
-        InputError: no cases, a key path inside the study folder, a non-empty study folder or an
-            existing key file.
+        InputError: no cases, a key path inside the study folder, a non-empty study folder, an
+            existing key file, or a leak (a feature separating real from synthetic cases) without
+            ``allow_leaky``.
     """
     output, key_path = Path(output), Path(key_path)
     case_format = case_format or CaseFormat()
     _check_outputs(output, key_path)
     if not cases:
         raise InputError("a study needs at least one case")
-    rng = np.random.default_rng(seed)
-    study_id = str(uuid.UUID(bytes=rng.bytes(16), version=4))
-    shuffled = [cases[i] for i in rng.permutation(len(cases))]
-    ids = _neutral_ids(len(cases), rng)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    if len(cases) > MAX_CASES:
+        raise InputError(f"a study holds at most {MAX_CASES} cases, got {len(cases)}")
+    rng = _secret_rng()
+    study_id = str(uuid.uuid4())
+    shuffled = list(cases)
+    secrets.SystemRandom().shuffle(shuffled)
+    ids = _neutral_ids(len(cases))
+    resolution_mm = np.max([physical_spacing_mm(case.ct) for case in cases], axis=0)
+    progress = make_progress(progress)
+    prepared = [
+        prepare_case(case.ct, case.mask, case_format, rng, resolution_mm)
+        for case in progress.track(shuffled, "prepare cases")
+    ]
+    added_noise = harmonize_noise(prepared, case_format, resolution_mm, rng)
+    features = [
+        case_features(ready.array, case.ct.spacing) for ready, case in zip(prepared, shuffled, strict=True)
+    ]
+    leaks = check_leaks(features, [case.origin for case in shuffled])
+    leaks["allowed_leaky"] = bool(allow_leaky and leaks["leaky"])
+    leaks["summary"] = describe_leaks(leaks)
+    progress.event("leak_check", **{k: leaks[k] for k in ("checked", "leaky", "loo_accuracy", "summary")})
+    if leaks["leaky"] and not allow_leaky:
+        raise InputError(
+            f"leak check failed: image statistics tell real from synthetic cases ({leaks['summary']}); "
+            "readers could tell them apart without judging the tumors. Use hosts closer to the real "
+            "scans, or pass --allow-leaky (allow_leaky=True) to build it anyway (the key records it)"
+        )
+    check_output_folder(output.parent)
+    # A hidden staging folder that the next writer into this folder removes if this process dies.
+    clean_folder(output.parent)
+    staging = output.parent / f"{STAGING_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         (staging / CASES_FOLDER).mkdir()
-        prepared = {}
-        for index, (case_id, case) in enumerate(
-            make_progress(progress).track(list(zip(ids, shuffled, strict=True)), "prepare cases")
-        ):
-            prepared[case_id] = prepare_case(
-                case.ct, case.mask, case_format, np.random.default_rng([seed, index])
-            )
         created = time.time()
         manifest_cases = {}
-        for case_id in ids:
+        for case_id, ready in zip(ids, prepared, strict=True):
             relative = f"{CASES_FOLDER}/{case_id}.nii"
-            path = write_volume(prepared[case_id].volume(case_format), staging / relative, compress=False)
+            path = write_volume(ready.volume(case_format), staging / relative, compress=False)
             # The same time stamp on every file: write order must not hint at anything.
             os.utime(path, (created, created))
-            manifest_cases[case_id] = {"file": relative, "box_mm": prepared[case_id].box_mm}
+            manifest_cases[case_id] = {"file": relative, "box_mm": ready.box_mm}
         manifest = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "study_id": study_id,
-            "seed": seed,
             "created_at": utc_now(),
             "case_format": case_format.to_dict(),
             "cases": manifest_cases,
         }
         write_json(staging / MANIFEST, manifest)
-        Store.create(staging / DATABASE, ids, seed, study_id)
+        Store.create(staging / DATABASE, ids, study_id)
         key = {
             "format": KEY_FORMAT,
             "study_id": study_id,
+            "seed": seed,
+            "harmonization": {
+                "resolution_mm": [round(float(v), 4) for v in resolution_mm],
+                "noise_target_hu": round(max(noise_level_hu(ready.array) for ready in prepared), 3),
+            },
+            "leak_check": leaks,
             "cases": {
                 case_id: {
                     "origin": case.origin,
                     "organ": case.organ,
                     "tumors": [record.to_dict() for record in case.tumors],
                     "source": case.source,
+                    "features": case_features_row,
+                    "added_noise_hu": noise,
                     **case.extra,
                 }
-                for case_id, case in zip(ids, shuffled, strict=True)
+                for case_id, case, case_features_row, noise in zip(
+                    ids, shuffled, features, added_noise, strict=True
+                )
             },
         }
-        write_json(key_path, key)
+        write_json(key_path, key, mode=KEY_MODE)
         if output.exists():
             output.rmdir()
         os.replace(staging, output)
@@ -285,6 +367,7 @@ def build_study(
     seed: int = 0,
     case_format: CaseFormat | None = None,
     progress: ProgressLike = None,
+    allow_leaky: bool = False,
 ) -> Study:
     """Build a study from a datalist of real tumors and one of CTs with organ labels.
 
@@ -295,17 +378,26 @@ def build_study(
         synthetic_datalist: datalist of CTs with organ labels; ``None`` only with ``n_synthetic=0``.
         n_real: real cases (default: every lesion in the real datalist).
         n_synthetic: synthetic cases (default: as many as real cases).
-        seed: seeds case choice, synthesis, crops, ids and reader orders.
+        seed: seeds which lesions are drawn and how tumors are made (recorded only in the key); ids,
+            orders, crops and added noise come from a secret random source.
         case_format: case conventions (default :class:`CaseFormat`).
         progress: a reporter or ``"bar"``/``"json"``/``"none"`` (see :mod:`freetumor_core.progress`).
+        allow_leaky: write the study even when the leak check finds a separating feature (the key
+            records it).
 
     Returns:
         The open study.
 
     Raises:
-        InputError: bad datalists, impossible counts, or bad output paths.
+        InputError: bad datalists, impossible counts (more synthetic cases than real cases times
+            synthetic sources), a negative seed, bad output paths, or a leak.
     """
     study_folder, key_file = Path(output), Path(key_path)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+        raise InputError(f"seed must be a whole number from 0 to 2^63-1, got {seed!r}")
+    for name, value in (("real", n_real), ("synthetic", n_synthetic)):
+        if value is not None and not 0 <= value <= MAX_CASES:
+            raise InputError(f"number of {name} cases must be from 0 to {MAX_CASES}, got {value}")
     _check_outputs(study_folder, key_file)
     rng = np.random.default_rng(seed)
     case_format = case_format or CaseFormat()
@@ -322,7 +414,13 @@ def build_study(
             raise InputError(
                 "synthetic cases copy the real cases' organs and sizes: give at least one real case"
             )
-        synthetic = synthetic_cases(
-            read_datalist(synthetic_datalist), n_synthetic, real, seed, rng, case_format, progress
-        )
-    return write_study(study_folder, key_file, real + synthetic, seed, case_format, progress)
+        sources = read_datalist(synthetic_datalist)
+        # Each real case paired once with each source: beyond that, cases would only repeat.
+        if n_synthetic > len(real) * len(sources):
+            raise InputError(
+                f"asked for {n_synthetic} synthetic cases, but {len(real)} real cases and {len(sources)} "
+                f"synthetic sources make at most {len(real) * len(sources)} distinct ones",
+                synthetic_datalist,
+            )
+        synthetic = synthetic_cases(sources, n_synthetic, real, seed, rng, case_format, progress)
+    return write_study(study_folder, key_file, real + synthetic, seed, case_format, progress, allow_leaky)

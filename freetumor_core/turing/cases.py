@@ -148,8 +148,17 @@ def _sub_image(ct: Volume, region: tuple[slice, ...], array: np.ndarray) -> sitk
     return image
 
 
+def physical_spacing_mm(ct: Volume) -> np.ndarray:
+    """The scan's voxel size along the physical axes ``(x, y, z)`` of the case frame, mm."""
+    return np.abs(ct.direction) @ np.asarray(ct.spacing)
+
+
 def prepare_case(
-    ct: Volume, tumor_mask: np.ndarray, case_format: CaseFormat, rng: np.random.Generator
+    ct: Volume,
+    tumor_mask: np.ndarray,
+    case_format: CaseFormat,
+    rng: np.random.Generator,
+    resolution_mm: np.ndarray | None = None,
 ) -> PreparedCase:
     """Crop, resample and quantise one case exactly as every other case of the study.
 
@@ -158,6 +167,8 @@ def prepare_case(
         tumor_mask: boolean ``(z, y, x)`` on ``ct``'s grid: the tumor to judge (not empty).
         case_format: the study's conventions.
         rng: random numbers for the crop position and box margin.
+        resolution_mm: blur to at least this voxel size ``(x, y, z)`` in the case frame (the
+            coarsest source grid of the study), so every case has the same sharpness.
 
     Returns:
         The int16 HU array ``(z, y, x)`` of shape ``size_voxels[::-1]`` and the judged box (mm).
@@ -169,7 +180,11 @@ def prepare_case(
     values = ct.array[region].astype(np.float32)
     # Blur finer scans to the case resolution first, so that every case has about the same
     # sharpness and noise grain whatever scanner and spacing it comes from.
-    sigma_mm = np.sqrt(np.maximum(spacing[::-1] ** 2 - ct.spacing_zyx**2, 0.0)) / 2.355
+    target_xyz = spacing if resolution_mm is None else np.maximum(spacing, resolution_mm)
+    # The target resolution along each of the scan's own index axes (x, y, z), then in array order.
+    physical_of_index = np.argmax(np.abs(ct.direction), axis=0)
+    target_zyx = target_xyz[physical_of_index][::-1]
+    sigma_mm = np.sqrt(np.maximum(target_zyx**2 - ct.spacing_zyx**2, 0.0)) / 2.355
     if np.any(sigma_mm > 0):
         values = ndimage.gaussian_filter(values, sigma_mm / ct.spacing_zyx, mode="nearest")
     reference = sitk.Image([int(n) for n in size], sitk.sitkFloat32)

@@ -7,13 +7,13 @@ use two optional keys per entry: ``organ`` (the host organ of the tumor, e.g. ``
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import parse_json, read_small_text
 
 SECTIONS = ("training", "validation", "test", "testing")
 
@@ -66,14 +66,7 @@ def read_datalist(path: str | os.PathLike[str], section: str | None = None) -> l
             names the datalist and the entry).
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("datalist not found", path) from None
-    except IsADirectoryError:
-        raise InputError("datalist must be a JSON file, got a folder", path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(f"datalist is not valid JSON: {error}", path) from None
+    data = parse_json(read_small_text(path, "datalist"), path, "datalist")
     if not isinstance(data, dict):
         raise InputError('datalist must be a JSON object like {"training": [...]}', path)
     names = [section] if section else [name for name in SECTIONS if name in data]

@@ -11,10 +11,9 @@ when two processes race to submit the same one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
+import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 CALLS = ("real", "synthetic")
 
@@ -33,7 +32,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cases (case_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS readers (
     name TEXT PRIMARY KEY,
-    case_order TEXT NOT NULL,          -- JSON list of case ids, this reader's seeded order
+    case_order TEXT NOT NULL,          -- JSON list of case ids, this reader's random order
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS views (
@@ -97,15 +96,14 @@ def parse_time(text: str, what: str = "time") -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def reader_order(case_ids: Sequence[str], seed: int, reader: str) -> list[str]:
-    """The reader's own case order: a shuffle seeded by the study seed and the reader's name.
+def reader_order(case_ids: Sequence[str]) -> list[str]:
+    """A new reader's case order: a shuffle from the operating system's secret random source.
 
-    ``hashlib`` rather than ``hash()``: Python salts string hashes per process, and the order must be
-    the same in every process and on every machine.
+    Nothing stored or guessable (no seed, no name) determines it, so an order cannot be replayed;
+    it is saved in the database at the reader's first use and stays the same from then on.
     """
-    digest = hashlib.sha256(f"{seed}:{reader}".encode()).digest()
     order = sorted(case_ids)
-    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    secrets.SystemRandom().shuffle(order)
     return order
 
 
@@ -147,8 +145,9 @@ class Store:
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike[str], case_ids: Sequence[str], seed: int, study_id: str) -> Store:
-        """Create the database with its cases. Refuses to overwrite an existing file."""
+    def create(cls, path: str | os.PathLike[str], case_ids: Sequence[str], study_id: str) -> Store:
+        """Create the database with its cases (inserted in sorted order). Refuses to overwrite an
+        existing file. No seed is stored: the study folder must not let anyone replay its draws."""
         store = cls(path)
         if store.path.exists():
             raise InputError("study database already exists", store.path)
@@ -156,11 +155,11 @@ class Store:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     connection.execute(statement)
-            meta = {"schema_version": SCHEMA_VERSION, "seed": seed, "study_id": study_id}
+            meta = {"schema_version": SCHEMA_VERSION, "study_id": study_id}
             connection.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
             )
-            connection.executemany("INSERT INTO cases (case_id) VALUES (?)", [(c,) for c in case_ids])
+            connection.executemany("INSERT INTO cases (case_id) VALUES (?)", [(c,) for c in sorted(case_ids)])
         return store
 
     def check(self) -> dict[str, object]:
@@ -204,15 +203,15 @@ class Store:
         with self._transaction(write=False) as connection:
             return [row[0] for row in connection.execute("SELECT name FROM readers ORDER BY name")]
 
-    def order(self, reader: str, seed: int) -> list[str]:
-        """The reader's case order, created and saved on first use."""
+    def order(self, reader: str) -> list[str]:
+        """The reader's case order, drawn at random and saved on first use."""
         with self._transaction(write=False) as connection:
             row = connection.execute("SELECT case_order FROM readers WHERE name = ?", (reader,)).fetchone()
         if row:
             return json.loads(row[0])
-        order = reader_order(self.case_ids(), seed, reader)
+        order = reader_order(self.case_ids())
         with self._transaction(write=True) as connection:
-            # Two processes may register the same reader at once: both compute the same order.
+            # Two processes may register the same reader at once: the first order saved wins.
             connection.execute(
                 "INSERT OR IGNORE INTO readers (name, case_order, created_at) VALUES (?, ?, ?)",
                 (reader, json.dumps(order), utc_now()),

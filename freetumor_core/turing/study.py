@@ -2,11 +2,14 @@
 
 A study folder holds::
 
-    study.json          manifest: study id, seed, case conventions, per-case display (window, box)
+    study.json          manifest: study id, case conventions, per-case display (window, box)
     study.db            SQLite store: cases, readers and their orders, views, answers
     cases/<id>.nii      one CT crop per case (int16 HU, identical header and size for all)
 
-Nothing in the folder says which case is real: that is only in the key file, kept elsewhere.
+Nothing in the folder says which case is real: that is only in the key file, kept elsewhere. The
+study id, case ids, the order of cases and each reader's order come from the operating system's
+secret random source (:mod:`secrets`), never from the study seed, which only the key records: the
+folder holds nothing from which an order or an id could be replayed.
 
 Example::
 
@@ -34,7 +37,7 @@ MANIFEST = "study.json"
 DATABASE = "study.db"
 CASES_FOLDER = "cases"
 FORMAT_NAME = "freetumor-visual-turing-test"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 READER_NAME = re.compile(r"[\w][\w .@-]{0,63}")
 MAX_COMMENT_CHARS = 4000
 
@@ -112,8 +115,8 @@ class Study:
         try:
             cases = manifest["cases"]
             CaseFormat.from_dict(manifest["case_format"])
-            if not isinstance(manifest["study_id"], str) or not isinstance(manifest["seed"], int):
-                raise ValueError("study_id must be text and seed an integer")
+            if not isinstance(manifest["study_id"], str):
+                raise ValueError("study_id must be text")
             for case in cases.values():
                 if not isinstance(case["file"], str) or len(case["box_mm"]["low"]) != 3:
                     raise ValueError("each case needs a file and a box")
@@ -151,8 +154,8 @@ class Study:
         return case_id
 
     def order(self, reader: str) -> list[str]:
-        """All cases in ``reader``'s own order (seeded by the study seed and the name; saved)."""
-        return self.store.order(check_reader(reader), int(self.manifest["seed"]))
+        """All cases in ``reader``'s own order (drawn from a secret random source; saved)."""
+        return self.store.order(check_reader(reader))
 
     def cases(self, reader: str) -> list[str]:
         """The cases ``reader`` has not answered yet, in the reader's order."""
