@@ -34,7 +34,7 @@ def test_nothing_outside_the_cli_package_imports_it():
         for path in sources
         if "cli" not in path.relative_to(REPO).parts
         and path.name != "__main__.py"
-        and _imports_cli(path.read_text(), ".".join(path.relative_to(REPO).parts[:-1]))
+        and _imports_cli(path.read_text(encoding="utf-8"), ".".join(path.relative_to(REPO).parts[:-1]))
     ]
     assert offenders == []
 
