@@ -448,13 +448,24 @@ def output_set(folder: str | os.PathLike[str], replaces: Iterable[str] = ()) -> 
 
 
 def _commit(staging: Path, folder: Path) -> None:
-    """Rename every remaining member of a journalled staging folder into ``folder``."""
+    """Move a journalled staging folder's members into ``folder``; safe to repeat after a kill.
+
+    The old members go out first (into the staging folder's ``.old``), and only then do the new
+    ones come in, so at no moment does ``folder`` hold new files beside old ones: a kill leaves part
+    of the old set or part of the new one, which the next run completes.
+    """
     journal = json.loads((staging / JOURNAL).read_text())
+    old = staging / ".old"
+    old.mkdir(exist_ok=True)
+    # A member still in staging has not come in yet, so the file under its name is the old one.
+    leaving = [name for name in journal["files"] if (staging / name).exists()] + journal["remove"]
+    for name in leaving:
+        if (folder / name).exists() or (folder / name).is_symlink():
+            os.replace(folder / name, old / name)
+    _fsync_folder(folder)
     for name in journal["files"]:
         if (staging / name).exists():
             os.replace(staging / name, folder / name)
-    for name in journal["remove"]:
-        _remove(folder / name)
     _fsync_folder(folder)
     os.unlink(staging / JOURNAL)
 
