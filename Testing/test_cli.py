@@ -139,3 +139,30 @@ def test_bench_synthesis_reports_every_documented_result(tmp_path):
     assert all(rows[name]["unit"] == "ms" for name in [*sizes, "whole_ct/small"])
     assert rows["startup"]["unit"] == "s" and rows["peak_rss"]["unit"] == "MB"
     assert 0 < rows["patch96/tiny"]["median"] < rows["patch96/large"]["median"]
+
+
+def test_unnamed_label_map_says_totalsegmentator_names_were_assumed(shared_data, tmp_path):
+    ircadb = shared_data / "ircadb_liver_tumor"
+    result = run(
+        "synthesize",
+        str(ircadb / "ircadb1_17_ct.nii.gz"),
+        "--organs",
+        str(ircadb / "ircadb1_17_labels.nii.gz"),
+        "-o",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode == 2
+    assert "ircadb1_17_labels.nii.gz" in result.stderr
+    assert "TotalSegmentator names were assumed" in result.stderr and "--label-names" in result.stderr
+    named = run(
+        "synthesize",
+        str(ircadb / "ircadb1_17_ct.nii.gz"),
+        "--organs",
+        str(ircadb / "ircadb1_17_labels.nii.gz"),
+        "--label-names",
+        '{"1": "liver", "2": "liver_tumor", "3": "hepatic_vessels"}',
+        "--no-snapshot",
+        "-o",
+        str(tmp_path / "named"),
+    )
+    assert named.returncode == 0, named.stderr

@@ -18,12 +18,14 @@ of the lightly smoothed mask, measured by ``vtkMassProperties``; its vertices gi
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage, stats
 from scipy.spatial import ConvexHull, QhullError
 
+from .render import VTK_MISSING, vtk_available
 from .volume import Volume
 
 SHELL_MM = (3.0, 10.0)
@@ -176,7 +178,11 @@ def _describe(
     tumor = tumor_mask[box]
     voxels = int(tumor.sum())
     volume_mm3 = voxels * float(np.prod(spacing))
-    area_mm2, enclosed_mm3, vertices_mm = iso_surface(tumor, spacing)
+    if vtk_available():
+        area_mm2, enclosed_mm3, vertices_mm = iso_surface(tumor, spacing)
+    else:  # the surface descriptors need VTK: NaN (and one warning) rather than a failed job
+        warnings.warn(f"sphericity and surface irregularity not measured: {VTK_MISSING}", stacklevel=3)
+        area_mm2, enclosed_mm3, vertices_mm = 0.0, float("nan"), np.zeros((0, 3))
     axes_mm = principal_axes_mm(tumor, spacing)
     result = {
         "volume_ml": volume_mm3 / 1000.0,

@@ -49,6 +49,10 @@ ORGAN_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Metadata key set when a label map came with no names and the TotalSegmentator names were assumed.
+NAMES_ASSUMED = "freetumor:names-assumed"
+
+
 @cache
 def totalsegmentator_names() -> dict[int, str]:
     """TotalSegmentator v2 ``total`` task: label id -> class name (117 classes)."""
@@ -68,7 +72,19 @@ def read_name_map(path: str | os.PathLike[str]) -> dict[int, str]:
             outside 1..2^31-1.
     """
     path = Path(path)
-    data = parse_json(read_small_text(path, "name map"), path, "name map")
+    return _names_from_json(parse_json(read_small_text(path, "name map"), path, "name map"), path)
+
+
+def parse_name_map(text: str) -> dict[int, str]:
+    """A name map given inline as JSON text (``'{"1": "liver"}'``), as ``--label-names`` accepts.
+
+    Raises:
+        InputError: not JSON, or not an object of ``id: name``.
+    """
+    return _names_from_json(parse_json(text, "--label-names", "name map"), "--label-names")
+
+
+def _names_from_json(data: object, path: str | os.PathLike[str]) -> dict[int, str]:
     if isinstance(data, dict) and isinstance(data.get("labels"), dict):
         data = data["labels"]
     if not isinstance(data, dict):
@@ -180,6 +196,8 @@ def read_labels(
 ) -> LabelMap:
     """Read a label map and find its names (see the module docstring for the order).
 
+    ``names`` may be a dict, a JSON name-map file, or the JSON text itself (``'{"1": "liver"}'``).
+
     Raises:
         InputError: unreadable file, or voxel values that are not integers.
     """
@@ -198,7 +216,9 @@ def read_labels(
     if array.dtype.kind not in "iu" or array.dtype.itemsize > 4:
         array = array.astype(np.int32)
     volume.array = array
-    if names is not None and not isinstance(names, dict):
+    if isinstance(names, str) and names.lstrip().startswith("{"):
+        names = parse_name_map(names)
+    elif names is not None and not isinstance(names, dict):
         names = read_name_map(names)
     elif names is None:
         names = _seg_nrrd_names(volume.metadata)
@@ -207,6 +227,7 @@ def read_labels(
             names = read_name_map(sidecar)
         if not names:
             names = dict(totalsegmentator_names())
+            volume.metadata[NAMES_ASSUMED] = "totalsegmentator"
     return LabelMap(volume, dict(names))
 
 

@@ -46,6 +46,18 @@ ORGAN_PALETTE = (
 )
 
 
+def vtk_available() -> bool:
+    """Whether VTK can be imported (the optional ``render`` extra; inside 3D Slicer, Slicer's own)."""
+    try:
+        import vtkmodules  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+VTK_MISSING = "VTK is not installed (pip install 'freetumor-core[render]')"
+
+
 def _vtk():
     """Import VTK lazily: it is an optional extra (``freetumor-core[render]``)."""
     if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):

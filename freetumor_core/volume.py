@@ -358,8 +358,9 @@ def write_volume(volume: Volume, path: str | os.PathLike[str], compress: bool = 
     if suffix not in WRITABLE_SUFFIXES:
         raise InputError(f"cannot write '{suffix}' files; use one of {', '.join(WRITABLE_SUFFIXES)}", path)
     image = volume.to_sitk()
-    if image.HasMetaDataKey("freetumor:source"):
-        image.EraseMetaData("freetumor:source")
+    for key in image.GetMetaDataKeys():  # the project's own bookkeeping is not written out
+        if key.startswith("freetumor:"):
+            image.EraseMetaData(key)
     with atomic_output(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=compress and suffix != ".nii")
     return path

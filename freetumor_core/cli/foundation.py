@@ -70,7 +70,7 @@ def register(commands, common) -> None:
         "info", parents=[common], help="geometry, HU statistics, label names and volumes (mL)"
     )
     info.add_argument("file", help="image or label map (NIfTI, NRRD, MetaImage, DICOM folder)")
-    info.add_argument("--label-names", help='JSON name map for a label map ({"1": "liver"})')
+    info.add_argument("--label-names", help='name map: a JSON file, or the JSON itself ({"1": "liver"})')
     info.add_argument("--json", action="store_true", help="print the description as JSON")
     info.set_defaults(handler=command_info)
 

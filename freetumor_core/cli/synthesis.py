@@ -22,7 +22,7 @@ def register(commands, common) -> None:
     )
     parser.add_argument("ct", help="CT in HU (NIfTI, NRRD, MetaImage or a DICOM folder)")
     parser.add_argument("--organs", required=True, help="organ label map on (or overlapping) the CT")
-    parser.add_argument("--label-names", help='JSON name map for the label map ({"1": "liver"})')
+    parser.add_argument("--label-names", help='name map: a JSON file, or the JSON itself ({"1": "liver"})')
     parser.add_argument("--spec", help="tumor spec JSON file (TumorSpec fields); flags override it")
     add_spec_flags(parser)
     parser.add_argument("--seed", type=seed_number, default=0, help="random seed (same seed, same output)")
@@ -106,7 +106,8 @@ def command_synthesize(args: argparse.Namespace) -> int:
     from ..volume import read_ct
 
     spec = spec_from_arguments(args)
-    refuse_input_folder(args.output, [args.ct, args.organs, args.label_names])
+    names_file = None if (args.label_names or "").lstrip().startswith("{") else args.label_names
+    refuse_input_folder(args.output, [args.ct, args.organs, names_file])
     outputs: dict[str, Path] = {}
     for step in args.reporter.track(["read", "synthesize", "write"], "synthesize"):
         if step == "read":

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..labels import LabelMap, align_to
+from ..labels import NAMES_ASSUMED, LabelMap, align_to
 from ..progress import ProgressLike, make_progress
 from ..records import TumorRecord
 from ..volume import Volume
@@ -84,6 +84,16 @@ class Canvas:
     source: str | None
 
 
+def _names_hint(organs: LabelMap) -> str:
+    """How to name the labels, when a label map came without names and TotalSegmentator's were assumed."""
+    if not organs.volume.metadata.get(NAMES_ASSUMED):
+        return ""
+    return (
+        "; the label map came without names, so the TotalSegmentator names were assumed: pass "
+        '--label-names with a JSON name map ({"1": "liver", ...}) or put a labels.json beside it'
+    )
+
+
 def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | None) -> Canvas:
     """Align the labels, find the organ and the tumor label, and copy the arrays to paint.
 
@@ -95,7 +105,8 @@ def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | No
     organ_ids = organs.ids_for(spec.organ)
     if not organ_ids:
         known = ", ".join(sorted(set(organs.present().values()))) or "none"
-        raise InputError(f"no label named '{spec.organ}' (labels present: {known})", source)
+        problem = f"no label named '{spec.organ}' (labels present: {known})"
+        raise InputError(problem + _names_hint(organs), source)
     organ = _organ_name(organs, spec.organ, organ_ids)
     rng = np.random.default_rng(seed)
     tumor_id, tumor_name = tumor_label(organs, organ)
@@ -144,6 +155,7 @@ class PlacingEngine:
         placer = Placer(canvas.labels_out, canvas.table, ct.spacing_zyx, canvas.rng)
         if len(placer.organ_voxels(1)) == 0:
             problem = f"organ mask '{spec.organ}' is empty (labels {canvas.organ_ids} have no voxels)"
+            problem += _names_hint(organs)
             raise InputError(problem, canvas.source)
         # The farthest any zone reaches from a tumor: the margins, and what the painting looks at.
         pad_mm = max(spec.margin_mm, spec.avoid_margin_mm, self.reach_mm(spec))

@@ -4,9 +4,12 @@ their final names together, or not at all."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..files import output_set, write_json
+from ..render import VTK_MISSING, vtk_available
+from ..render import snapshot as render_snapshot
 from ..volume import write_volume
 from .spec import SynthesisResult
 
@@ -17,6 +20,7 @@ def write_result(result: SynthesisResult, folder: str | Path, snapshot: bool = T
     """Write the outputs of one synthesis into ``folder``, as a whole.
 
     Files of an earlier result in ``folder`` that this one does not write (a snapshot) are removed.
+    Without VTK (the ``render`` extra) the snapshot is skipped with one warning.
 
     Returns:
         output name (``ct``, ``labels``, ``tumors``, ``snapshot``) -> path.
@@ -33,9 +37,9 @@ def write_result(result: SynthesisResult, folder: str | Path, snapshot: bool = T
                 staged.path("tumors.json"), {"tumors": [r.to_dict() for r in result.tumors]}
             ),
         }
-        if snapshot:
-            from ..render import snapshot as render_snapshot
-
+        if snapshot and not vtk_available():
+            warnings.warn(f"snapshot.png skipped: {VTK_MISSING}", stacklevel=2)
+        elif snapshot:
             written["snapshot"] = render_snapshot(
                 result.ct, result.labels, result.tumors, staged.path("snapshot.png")
             )
