@@ -37,7 +37,8 @@ __all__ = ["TrainResult", "lr_factor", "train"]
 
 @dataclass
 class TrainResult:
-    """What a run left: its folder, the model folder, steps done, last logged losses, metrics."""
+    """What a run left: its folder, the model folder, steps done, last logged losses, the validation
+    metrics, the step it resumed from, and the trained modules themselves (unwrapped, on the device)."""
 
     run_dir: Path
     model_dir: Path
@@ -45,6 +46,7 @@ class TrainResult:
     losses: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None
+    modules: dict[str, nn.Module] = field(default_factory=dict)
 
 
 def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str, min_ratio: float) -> float:
@@ -250,6 +252,7 @@ def _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, w
     logged: dict[str, float] = {}
     validated: dict[str, Any] = {}
     use_amp = config.amp and device.type == "cuda"
+    used_lr: dict[str, float] = {}
     while step < total_steps:
         epoch = step // steps_per_epoch
         sampler.set_epoch(epoch)
@@ -292,6 +295,7 @@ def _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, w
                 if config.grad_clip_norm is not None:
                     parameters = [p for name in names for p in modules[name].parameters()]
                     torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip_norm)
+                used_lr[stage] = optimizer.param_groups[0]["lr"]  # the rate of this step, logged
                 optimizer.step()
                 schedulers[stage].step()
             step += 1
@@ -300,7 +304,7 @@ def _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, w
                 means = all_mean({key: sum(v) / len(v) for key, v in window.items()}, device)
                 elapsed = time.perf_counter() - window_start
                 steps_in_window = len(next(iter(window.values()))) // config.accumulation if window else 0
-                lr = {stage: sched.get_last_lr()[0] for stage, sched in schedulers.items()}
+                lr = dict(used_lr)
                 record = {
                     "step": step,
                     "epoch": epoch,
@@ -378,4 +382,5 @@ def _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, w
         losses=logged,
         metrics=validated,
         resumed_from=resumed_from,
+        modules=modules,
     )
