@@ -192,6 +192,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
+    assert not list((broken / "checkpoints").glob(".*"))  # nothing half-written left behind
     steps = [line["step"] for line in read_metrics(broken) if "losses" in line]
     assert steps == list(range(1, 25))  # each step logged once, none lost or repeated by the kill
     assert [line.get("losses") for line in read_metrics(broken)] == [

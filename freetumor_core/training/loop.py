@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..device import autocast, resolve_device
 from ..errors import InputError
+from ..files import write_json, write_text
 from ..models import save_model
 from ..progress import ProgressLike, make_progress
 from .checkpoint import latest_checkpoint, load_checkpoint, random_state, save_checkpoint, set_random_state
@@ -209,9 +211,12 @@ def _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, w
     writer = None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # What a killed run left half-built: hidden folders that were never renamed into place.
+        for stale in [*checkpoints.glob(".step-*.tmp"), *run_dir.glob(".model.*.tmp")]:
+            shutil.rmtree(stale, ignore_errors=True)
         lines = _read_metrics(metrics_path, step)
-        metrics_path.write_text("".join(line + "\n" for line in lines))
-        (run_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        write_text(metrics_path, "".join(line + "\n" for line in lines))
+        write_json(run_dir / "train_config.json", config.to_dict())
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=step + 1 if step else None)
