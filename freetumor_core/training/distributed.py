@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -11,19 +12,29 @@ from torch.utils.data import DistributedSampler
 __all__ = ["ResumableSampler", "all_mean", "barrier", "setup_distributed"]
 
 
-def setup_distributed(device: torch.device) -> tuple[int, int, bool]:
-    """``(rank, world_size, started_here)``: joins the process group ``torchrun`` describes in
-    ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` (NCCL on CUDA, gloo on the CPU); a plain process is
-    rank 0 of 1."""
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    """``(rank, world_size)``: joins the process group ``torchrun`` describes in
+    ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` (NCCL on CUDA, gloo on the CPU), or uses the one the
+    caller already joined; a plain process is rank 0 of 1.
+
+    The group is joined once per process and left when the process exits: joining the same
+    ``torchrun`` rendezvous a second time hangs, and a process may train several tasks in turn.
+    """
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
+        return dist.get_rank(), dist.get_world_size()
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
-        return 0, 1, False
+        return 0, 1
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), True
+    atexit.register(_leave)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _active() -> bool:

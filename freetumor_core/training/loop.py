@@ -139,12 +139,8 @@ def train(
     device = resolve_device(config.device)
     if config.deterministic:
         _set_deterministic(device)
-    rank, world, started_here = setup_distributed(device)
-    try:
-        return _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, world)
-    finally:
-        if started_here:
-            torch.distributed.destroy_process_group()
+    rank, world = setup_distributed(device)
+    return _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, world)
 
 
 def _train(task, config, run_dir, checkpoints, resume, reporter, device, rank, world) -> TrainResult:
