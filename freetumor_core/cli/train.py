@@ -1,0 +1,126 @@
+"""``freetumor train ...``: trainers on the shared loop, and the trainer flags they all accept.
+
+A trainer's command calls :func:`add_trainer_arguments` on its parser and
+:func:`train_config_from_args` in its handler: every :class:`TrainConfig` field becomes a flag
+(``--batch-size``, ``--checkpoint-every``, ``--no-amp``, ...), ``--config FILE`` reads a JSON file of
+settings that flags given on the command line override, and ``--resume`` continues a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import typing
+from typing import Any
+
+from .common import json_mode, print_result
+
+
+def _field_help() -> dict[str, str]:
+    from ..training import TrainConfig
+
+    text = (TrainConfig.__doc__ or "").split("Attributes:", 1)[-1]
+    found, name = {}, None
+    for line in text.splitlines():
+        match = re.match(r"\s{8}(\w+): (.*)", line)
+        if match:
+            name = match.group(1)
+            found[name] = match.group(2)
+        elif name and line.strip():
+            found[name] += " " + line.strip()
+    return {key: value.replace("``", "").replace("%", "%%") for key, value in found.items()}
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
+    """Add ``--config FILE``, ``--resume`` and one flag per :class:`TrainConfig` field.
+
+    ``defaults`` are the trainer's own defaults (``steps=2000``), used where neither a flag nor
+    ``--config`` sets a field.
+    """
+    from ..training import TrainConfig
+    from ..training.config import OPTIMIZERS, SCHEDULES
+
+    group = parser.add_argument_group("training")
+    group.add_argument("--config", metavar="FILE", help="JSON file of trainer settings (flags override it)")
+    group.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in the run folder"
+    )
+    hints = typing.get_type_hints(TrainConfig)
+    helps = _field_help()
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = hints[field.name]
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        default = defaults.get(field.name, field.default)
+        text = f"{helps.get(field.name, '')} (default {default})"
+        if base is bool:
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+            )
+        else:
+            group.add_argument(
+                flag, type=base, choices=choices.get(field.name), default=argparse.SUPPRESS, help=text
+            )
+    parser.set_defaults(trainer_defaults=defaults)
+
+
+def train_config_from_args(args: argparse.Namespace):
+    """The :class:`TrainConfig`: the trainer's defaults, then ``--config FILE``, then the flags.
+
+    Giving ``epochs`` (in the file or as a flag) without ``steps`` drops a default ``steps``, and
+    the other way round.
+
+    Raises:
+        InputError: a bad settings file or an impossible combination (named in the message).
+    """
+    from ..training import TrainConfig
+
+    settings = dict(getattr(args, "trainer_defaults", {}))
+    given = TrainConfig.read_settings(args.config) if args.config else {}
+    names = [field.name for field in dataclasses.fields(TrainConfig)]
+    given.update({name: getattr(args, name) for name in names if hasattr(args, name)})
+    for chosen, other in (("epochs", "steps"), ("steps", "epochs")):
+        if chosen in given and other not in given:
+            settings.pop(other, None)
+    settings.update(given)
+    return TrainConfig.from_dict(settings, args.config)
+
+
+def command_toy(args: argparse.Namespace) -> int:
+    from ..training import train
+    from ..training.toy import ToyLiverTask
+
+    config = train_config_from_args(args)
+    task = ToyLiverTask(samples=args.samples, crop_voxels=args.crop_voxels)
+    result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
+    payload = {
+        "run": str(result.run_dir),
+        "model": str(result.model_dir),
+        "steps": result.steps,
+        "losses": result.losses,
+        "metrics": result.metrics,
+        "resumed_from": result.resumed_from,
+    }
+    from ..progress import distributed_rank
+
+    if distributed_rank()[0] == 0:
+        print_result(args, payload)
+        if not json_mode(args):
+            print(f"trained {result.steps} steps; model written to {result.model_dir}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``train`` and its trainers."""
+    train = commands.add_parser("train", parents=[common], help="train a model (one process or torchrun)")
+    trainers = train.add_subparsers(dest="train_command", metavar="TRAINER", required=True)
+    toy = trainers.add_parser(
+        "toy", parents=[common], help="a small UNet segmenting the liver on phantom crops (proves the loop)"
+    )
+    toy.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
+    toy.add_argument("--samples", type=int, default=32, help="crops per epoch (default 32)")
+    toy.add_argument("--crop-voxels", type=int, default=32, help="crop edge in voxels (default 32)")
+    add_trainer_arguments(toy, steps=40, lr=1e-2, batch_size=4, checkpoint_every=10, log_every=1)
+    toy.set_defaults(handler=command_toy)
