@@ -161,18 +161,18 @@ def test_injected_failure_of_any_member_keeps_the_old_set(
 
         monkeypatch.setattr(sitk, "WriteImage", write)
     elif member.endswith(".json"):
-        original_text = Path.write_text
+        original_bytes = Path.write_bytes
 
-        def write_text(self, text, *args, **kwargs):
+        def write_bytes(self, data, *args, **kwargs):
             if (
                 self.name.endswith(".json")
                 and member in ("labels.json", "tumors.json")
-                and (("tumors" in text) == (member == "tumors.json"))
+                and ((b"tumors" in data) == (member == "tumors.json"))
             ):
                 raise OSError(errno.ENOSPC, "No space left on device", str(self))
-            return original_text(self, text, *args, **kwargs)
+            return original_bytes(self, data, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "write_text", write_text)
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
     else:
         import freetumor_core.render as render
 
@@ -216,10 +216,10 @@ def replace(source, target):
             os.kill(os.getpid(), signal.SIGKILL)
 files.os.replace = replace
 real_write = files.verify_output
-def verify(path, name=None):
+def verify(path, name=None, *rest):
     if stage == "before-journal" and str(name).endswith("tumors.json"):
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_write(path, name)
+    return real_write(path, name, *rest)
 files.verify_output = verify
 sys.exit(main(sys.argv[3:]))
 """

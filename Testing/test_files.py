@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
+from freetumor_core.errors import InputError
 from freetumor_core.files import atomic_output, write_json, write_text
 
 
@@ -41,3 +43,12 @@ def test_temporary_name_keeps_the_format_suffix(tmp_path):
         sitk.WriteImage(image, str(temporary))
     read = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "sub" / "ct.nii.gz")))
     assert read.tolist() == np.arange(24).reshape(2, 3, 4).tolist()
+
+
+def test_text_of_known_length_may_be_empty_but_never_short(tmp_path, monkeypatch):
+    assert write_text(tmp_path / "metrics.jsonl", "").read_text() == ""
+    original = Path.write_bytes
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: original(self, data[:3]))
+    with pytest.raises(InputError, match="3 of 12 bytes written"):
+        write_text(tmp_path / "log.jsonl", '{"step": 1}\n')
+    assert not (tmp_path / "log.jsonl").exists()

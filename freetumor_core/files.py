@@ -136,10 +136,13 @@ def gzip_size(path: str | os.PathLike[str], limit_bytes: int | None = None) -> i
 
 
 # -- checks of written files --------------------------------------------------------------------
-def verify_output(path: str | os.PathLike[str], name: str | None = None) -> None:
+def verify_output(
+    path: str | os.PathLike[str], name: str | None = None, expected_bytes: int | None = None
+) -> None:
     """Check a freshly written file before it takes its final name.
 
-    Every file: not empty. Images (by the suffix of ``name``, default the path's): a header that
+    Every file: exactly ``expected_bytes`` long when the writer knows its length, else not empty.
+    Images (by the suffix of ``name``, default the path's): a header that
     SimpleITK reads back, and as many data bytes as that header needs (gzip streams decompressed to
     their end). JSON: parses. PNG: signature and end chunk.
 
@@ -149,8 +152,12 @@ def verify_output(path: str | os.PathLike[str], name: str | None = None) -> None
     path = Path(path)
     shown = Path(name) if name else path
     size = path.stat().st_size
-    if size == 0:
+    if expected_bytes is not None and size != expected_bytes:
+        raise InputError(f"writing failed: {size} of {expected_bytes} bytes written (disk full?)", shown)
+    if expected_bytes is None and size == 0:
         raise InputError("writing failed: the file is empty (disk full?)", shown)
+    if size == 0:
+        return
     lower = shown.name.lower()
     if lower.endswith(".json"):
         try:
@@ -309,14 +316,16 @@ def _write_failed(error: OSError, path: Path) -> InputError:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike[str], mode: int | None = None, expected_bytes: int | None = None
+) -> Iterator[Path]:
     """Yield a hidden temporary path beside ``path`` to write to; check it, then rename it over ``path``.
 
     The temporary name keeps the target's suffix (``.nii.gz``, ``.png``, ...), since some writers
     choose the format by it. The file is checked with :func:`verify_output` before the rename. On any
     error the temporary file is removed and the error re-raised (a failed write, a full disk among
     them, as :class:`InputError` naming ``path``). ``mode``: the file's permissions (default: those
-    of an ordinary new file).
+    of an ordinary new file). ``expected_bytes``: the length the file must have, when known.
     """
     path = Path(path)
     folder = check_output_folder(path.parent)
@@ -331,7 +340,7 @@ def atomic_output(path: str | os.PathLike[str], mode: int | None = None) -> Iter
         raise _write_failed(error, path) from None
     try:
         yield temporary
-        verify_output(temporary, str(path))
+        verify_output(temporary, str(path), expected_bytes)
         _sync(temporary)
         os.chmod(temporary, _default_mode() if mode is None else mode)
         os.replace(temporary, path)
@@ -360,8 +369,9 @@ def _sync(path: Path) -> None:
 
 def write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> Path:
     """Write ``text`` to ``path`` atomically (``mode``: permissions, e.g. ``0o600`` for a secret)."""
-    with atomic_output(path, mode) as temporary:
-        temporary.write_text(text)
+    data = text.encode("utf-8")
+    with atomic_output(path, mode, expected_bytes=len(data)) as temporary:
+        temporary.write_bytes(data)
     return Path(path)
 
 
