@@ -175,19 +175,22 @@ class FreeTumorTuringTestWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
 
     # -- keyboard -------------------------------------------------------------------------------
     def _addShortcuts(self) -> None:
+        """R / S, 1-5 and Enter, active while the focus is in the slice views or in this panel (not
+        in the Python console or another module's panel)."""
         if self._shortcuts:
             return
-        window = slicer.util.mainWindow()
         bindings = [(key, lambda call=call: self.setCall(call)) for key, call in CALL_SHORTCUTS.items()]
         bindings += [
             (key, lambda level=level: self.setConfidence(level))
             for level, key in enumerate(CONFIDENCE_SHORTCUTS, start=1)
         ]
         bindings += [(key, self.onNext) for key in NEXT_SHORTCUTS]
-        for key, handler in bindings:
-            shortcut = qt.QShortcut(qt.QKeySequence(key), window)
-            shortcut.connect("activated()", handler)
-            self._shortcuts.append(shortcut)
+        for area in (slicer.app.layoutManager().viewport(), self.parent):
+            for key, handler in bindings:
+                shortcut = qt.QShortcut(qt.QKeySequence(key), area)
+                shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
+                shortcut.connect("activated()", handler)
+                self._shortcuts.append(shortcut)
 
     def _removeShortcuts(self) -> None:
         for shortcut in self._shortcuts:
