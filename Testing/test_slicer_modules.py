@@ -130,6 +130,46 @@ def test_module_files_import_with_stand_ins_only_for_qt_ctk_and_the_app(modules)
     assert annotations["inputVolume"] is slicer.vtkMRMLScalarVolumeNode
 
 
+BLOCKED_IMPORT = """
+import importlib.abc, importlib.util, json, sys
+sys.path.insert(0, {testing!r})
+
+
+class Blocked(importlib.abc.MetaPathFinder):
+    # As on a fresh Slicer: neither torch nor the core is installed.
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "freetumor_core"):
+            raise ModuleNotFoundError(name)
+        return None
+
+
+sys.meta_path.insert(0, Blocked())
+import test_slicer_modules as t
+import slicer
+
+sys.modules.update(t._stand_ins())
+slicer.app = object()
+for module in t.MODULES:
+    spec = importlib.util.spec_from_file_location(module, t.SLICER_DIR / module / (module + ".py"))
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+from FreeTumorLib import dependencies
+
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "freetumor_core"))
+print(json.dumps({{"missing": dependencies.missing(), "loaded": loaded}}))
+"""
+
+
+def test_module_files_load_before_the_core_is_installed(tmp_path):
+    import subprocess
+
+    script = tmp_path / "fresh_slicer.py"
+    script.write_text(BLOCKED_IMPORT.format(testing=str(Path(__file__).resolve().parent)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"missing": ["torch", "freetumor_core"], "loaded": []}
+
+
 @pytest.mark.slow
 def test_console_synthesis_on_nodes_and_a_datalist_leaves_the_parameter_node_alone(
     modules, phantom, tmp_path

@@ -26,9 +26,16 @@ PACKAGE_INDEX = ("pypi.org", 443)
 TITLE = "FreeTumor: install dependencies"
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-removed installation
+        return False
+
+
 def core_available() -> bool:
     """True when ``freetumor_core`` can be imported by this Python (and so by ``PythonSlicer``)."""
-    return importlib.util.find_spec(CORE_MODULE) is not None
+    return _importable(CORE_MODULE)
 
 
 def core_version() -> str | None:
@@ -40,7 +47,7 @@ def core_version() -> str | None:
 
 def missing() -> list[str]:
     """The missing Python packages, in installation order (``torch`` first, then the core)."""
-    return [module for module in (TORCH_MODULE, CORE_MODULE) if importlib.util.find_spec(module) is None]
+    return [module for module in (TORCH_MODULE, CORE_MODULE) if not _importable(module)]
 
 
 def missing_core_message(requirement: str = CORE_REQUIREMENT) -> str:
