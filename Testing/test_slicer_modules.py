@@ -296,7 +296,14 @@ def test_extension_cmake_and_index_entry_name_both_modules():
     assert listed == {path.name for path in (SLICER_DIR / "FreeTumorLib").glob("*.py")}
 
     entry = json.loads((REPO / "FreeTumor.json").read_text())
+    # The catalog entry schema (v1.0.1) allows no other keys, so modules are named by the CMake
+    # files of build_subdirectory, not in the entry.
+    allowed = {"$schema", "build_dependencies", "build_subdirectory", "category", "enabled", "scm_revision"}
+    allowed |= {"scm_type", "scm_url", "tier"}
+    assert set(entry) <= allowed and {"$schema", "category", "scm_url"} <= set(entry)
+    assert "catalog-entry-schema-v1.0.1" in entry["$schema"]
     assert entry["category"] == "Segmentation"
     assert entry["build_dependencies"] == depends == ["PyTorch"]
-    assert (REPO / entry["build_subdirectory"] / "CMakeLists.txt").is_file()
+    built = _cmake(REPO / entry["build_subdirectory"] / "CMakeLists.txt")
+    assert all(f"add_subdirectory(FreeTumorSlicer/{module})" in built for module in MODULES)
     assert entry["scm_url"].endswith(".git")
