@@ -231,6 +231,8 @@ class FreeTumorTuringTestWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
             if not dependencies.ensure_core():
                 return
             folder = self._parameterNode.studyFolder
+            if self.session is not None:
+                self.session.clear()
             self.session = self.logic.startReading(
                 slicer.mrmlScene, folder, self._parameterNode.readerName.strip()
             )
@@ -240,8 +242,15 @@ class FreeTumorTuringTestWidget(ScriptedLoadableModuleWidget, VTKObservationMixi
     def onNext(self) -> None:
         if not self.ui.nextButton.enabled:
             return
+        from freetumor_core.turing import AnswerLocked
+
         with slicer.util.tryWithErrorDisplay(_("Could not save the answer."), waitCursor=True):
-            self.session.answer(self._call, self._confidence(), self.ui.commentLineEdit.text)
+            try:
+                self.session.answer(self._call, self._confidence(), self.ui.commentLineEdit.text)
+                self.ui.statusLabel.text = ""
+            except AnswerLocked:
+                # Answered meanwhile from another Slicer with the same name: that answer stands.
+                self.ui.statusLabel.text = _("This case was already answered; the first answer is kept.")
             self._showNext()
 
     def _showNext(self) -> None:
