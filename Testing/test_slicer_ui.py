@@ -1,10 +1,11 @@
-"""The FreeTumor panel's ``.ui`` file, loaded by PySide6's ``QUiLoader`` (offscreen).
+"""The module panels' ``.ui`` files, loaded by PySide6's ``QUiLoader`` (offscreen).
 
-Slicer's widget classes (``FreeTumorWidget``) run only inside Slicer: they need its PythonQt
-bindings, CTK and the MRML widgets, which no package here provides. PySide6 stands in for Slicer's
-Qt only to load the ``.ui`` file: CTK/MRML widgets become plain ``QWidget`` placeholders, but every
-name and ``SlicerParameterName`` survives, so these tests check that the module code and the
-parameter class agree with the file, and take a screenshot of the panel.
+Slicer's widget classes (``FreeTumorWidget``, ``FreeTumorTuringTestWidget``) run only inside
+Slicer: they need its PythonQt bindings, CTK and the MRML widgets, which no package here provides.
+PySide6 stands in for Slicer's Qt only to load the ``.ui`` files: CTK/MRML widgets become plain
+``QWidget`` placeholders, but every name and ``SlicerParameterName`` survives, so these tests check
+that each module's code and parameter class agree with its file, and that the committed panel
+screenshots (``scripts/slicer_screenshots.py``) show the panels' labelled controls.
 """
 
 from __future__ import annotations
@@ -12,31 +13,65 @@ from __future__ import annotations
 import ast
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-from PySide6.QtCore import QLoggingCategory
+from PySide6.QtCore import QLoggingCategory, QObject
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+)
 from PySide6.QtUiTools import QUiLoader
-from PySide6.QtWidgets import QApplication, QComboBox, QDoubleSpinBox, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QApplication,
+    QComboBox,
+    QDoubleSpinBox,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
 
-MODULE_DIR = Path(__file__).resolve().parents[1] / "FreeTumorSlicer"
+REPO = Path(__file__).resolve().parents[1]
+SLICER_DIR = REPO / "FreeTumorSlicer"
+MODULES = ("FreeTumor", "FreeTumorTuringTest")
+MODULE_DIR = SLICER_DIR / "FreeTumor"
 MODULE_FILE = MODULE_DIR / "FreeTumor.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "FreeTumor.ui"
 
 
+def _module_file(module: str) -> Path:
+    return SLICER_DIR / module / f"{module}.py"
+
+
+def _load(ui_file: Path) -> QWidget:
+    QLoggingCategory.setFilterRules("qt.core.qobject.connect=false")
+    QApplication.instance() or QApplication([])
+    loader = QUiLoader()
+    widget = loader.load(str(ui_file))
+    assert widget is not None, loader.errorString()
+    return widget
+
+
+@pytest.fixture(scope="module", params=MODULES)
+def any_panel(request):
+    module = request.param
+    widget = _load(SLICER_DIR / module / "Resources" / "UI" / f"{module}.ui")
+    yield module, widget
+    widget.deleteLater()
+    QApplication.processEvents()
+
+
 @pytest.fixture(scope="module")
 def panel():
-    # Placeholders for Slicer's classes are expected; keep the log quiet about them.
-    QLoggingCategory.setFilterRules("qt.core.qobject.connect=false")
-    app = QApplication.instance() or QApplication([])
-    loader = QUiLoader()
-    widget = loader.load(str(UI_FILE))
-    assert widget is not None, loader.errorString()
+    # Placeholders for Slicer's classes are expected (the loader logs them).
+    widget = _load(UI_FILE)
     yield widget
     widget.deleteLater()
-    app.processEvents()
+    QApplication.processEvents()
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +79,9 @@ def module_tree() -> ast.Module:
     return ast.parse(MODULE_FILE.read_text())
 
 
-def _named_children(panel: QWidget) -> dict[str, QWidget]:
-    return {child.objectName(): child for child in panel.findChildren(QWidget) if child.objectName()}
+def _named_children(panel: QWidget) -> dict[str, QObject]:
+    # QObject, not only QWidget: button groups are named children too (slicer.util finds them).
+    return {child.objectName(): child for child in panel.findChildren(QObject) if child.objectName()}
 
 
 def _parameter_fields(tree: ast.Module) -> dict[str, ast.expr]:
@@ -59,7 +95,7 @@ def _parameter_fields(tree: ast.Module) -> dict[str, ast.expr]:
                 for item in node.body
                 if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
             }
-    raise AssertionError("no @parameterNodeWrapper class in FreeTumor.py")
+    raise AssertionError("no @parameterNodeWrapper class in the module file")
 
 
 def _module_constant(tree: ast.Module, name: str):
@@ -121,25 +157,90 @@ def test_widget_ranges_and_choices_match_the_parameters(panel, module_tree):
     )
 
 
-def test_panel_screenshot(panel, tmp_path):
-    panel.resize(360, 460)
-    pixmap = panel.grab()
-    assert (pixmap.width(), pixmap.height()) == (360, 460)
-    path = tmp_path / "freetumor_panel.png"
-    assert pixmap.save(str(path), "PNG")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = pixmap.toImage()
-    # Something was drawn: the panel is not one flat colour.
-    colours = {image.pixel(x, y) for x in range(0, 360, 9) for y in range(0, 460, 9)}
-    assert len(colours) > 3
+def test_every_ui_name_each_module_uses_exists(any_panel):
+    module, panel = any_panel
+    source = _module_file(module).read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    # Names built at run time (confidence1RadioButton ... 5) count too.
+    if "confidence{level}RadioButton" in source:
+        used |= {f"confidence{level}RadioButton" for level in range(1, 6)}
+    missing = used - set(_named_children(panel))
+    assert used and not missing, f"{module}.py uses widgets that {module}.ui lacks: {sorted(missing)}"
+    assert panel.objectName() == module
+
+
+def test_every_parameter_name_is_a_parameter_of_its_module(any_panel):
+    module, panel = any_panel
+    fields = _parameter_fields(ast.parse(_module_file(module).read_text()))
+    bound = {
+        child.property("SlicerParameterName")
+        for child in _named_children(panel).values()
+        if child.property("SlicerParameterName")
+    }
+    assert bound and bound <= set(fields), sorted(bound - set(fields))
+    if module == "FreeTumorTuringTest":
+        assert bound == set(fields), "every reader and organiser setting has its widget"
+
+
+def _ink_regions(panel: QWidget) -> dict[str, tuple[int, int, int, int]]:
+    """Panel-relative rectangles of the visible labelled controls (labels and buttons with text)."""
+    regions = {}
+    for child in panel.findChildren(QWidget):
+        if isinstance(child, QLabel | QAbstractButton) and child.text().strip() and child.isVisibleTo(panel):
+            top_left = child.mapTo(panel, child.rect().topLeft())
+            name = child.objectName() or child.text()
+            regions[name] = (top_left.x(), top_left.y(), child.width(), child.height())
+    return regions
+
+
+def _has_ink(image: QImage, region: tuple[int, int, int, int]) -> bool:
+    """Text drawn in the region: at least 5 pixels whose lightness differs from the region's
+    background (its most common lightness) by more than 40 of 255 (grey text of a disabled button
+    counts; a flat fill does not)."""
+    x0, y0, width, height = region
+    lightness = [
+        QColor(image.pixel(x, y)).lightness()
+        for y in range(max(0, y0), min(image.height(), y0 + height))
+        for x in range(max(0, x0), min(image.width(), x0 + width))
+    ]
+    if not lightness:
+        return False
+    background = max(set(lightness), key=lightness.count)
+    return sum(abs(value - background) > 40 for value in lightness) >= 5
+
+
+def test_screenshots_show_the_labelled_controls():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import slicer_screenshots
+
+    for module, size in slicer_screenshots.MODULES.items():
+        path = slicer_screenshots.SCREENSHOTS / f"{module}.png"
+        committed = QImage(str(path))
+        assert not committed.isNull(), f"{path} is missing: run scripts/slicer_screenshots.py"
+        assert (committed.width(), committed.height()) == size, path
+        panel = slicer_screenshots.load_panel(module)
+        panel.show()
+        QApplication.processEvents()
+        regions = _ink_regions(panel)
+        fresh = panel.grab().toImage()
+        panel.close()
+        assert len(regions) >= 5, regions
+        # The check itself: a fresh grab passes it, a blank image of the same size does not.
+        blank = QImage(committed.size(), QImage.Format.Format_RGB32)
+        blank.fill(QColor("white"))
+        for name, region in regions.items():
+            assert _has_ink(fresh, region), f"{module}: fresh grab shows no '{name}'"
+            assert not _has_ink(blank, region)
+            assert _has_ink(committed, region), f"{path}: '{name}' not shown (re-run the screenshot script)"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for module in slicer_screenshots.MODULES:
+        assert f"Resources/Screenshots/{module}.png" in readme
 
 
 def test_parameters_are_spec_fields_with_the_spec_ranges(module_tree):
-    import sys
-
     from freetumor_core.synthesis import spec_fields
 
-    sys.path.insert(0, str(MODULE_DIR))
+    sys.path.insert(0, str(SLICER_DIR))
     from FreeTumorLib.synthesis import parameter_name
 
     parameters = _parameter_fields(module_tree)

@@ -1,23 +1,41 @@
-"""Is the core installed in Slicer's Python? If not, offer to install it (with the user's consent).
+"""Are PyTorch and the core installed in Slicer's Python? If not, install them with the user's consent.
 
-The module panel imports this before anything that needs ``freetumor_core``, so it loads and can
-explain what is missing even on a fresh Slicer.
+Both modules call :func:`missing` when they open and :func:`ensure_core` before any work. Nothing is
+installed without a confirmation: PyTorch through Slicer's *PyTorch* extension when it is installed
+(``PyTorchUtils``, which picks the CUDA build that fits the machine), else with pip; the core with
+``slicer.pydeps.pip_ensure`` / ``slicer.packaging.pip_ensure`` where this Slicer has it, else
+``slicer.util.pip_install``. Without a connection to the package index the user gets a message
+saying so, with the command to run later.
+
+This file imports neither ``freetumor_core`` nor ``torch`` (nor ``slicer`` at module level), so the
+module panels load on a fresh Slicer and can explain what is missing.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import socket
 import sys
 
 # What ``pip install`` receives; a local checkout works too (``pip install -e /path/to/FreeTumor``).
 CORE_REQUIREMENT = "freetumor-core"
 CORE_MODULE = "freetumor_core"
+TORCH_MODULE = "torch"
+PACKAGE_INDEX = ("pypi.org", 443)
+TITLE = "FreeTumor: install dependencies"
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-removed installation
+        return False
 
 
 def core_available() -> bool:
     """True when ``freetumor_core`` can be imported by this Python (and so by ``PythonSlicer``)."""
-    return importlib.util.find_spec(CORE_MODULE) is not None
+    return _importable(CORE_MODULE)
 
 
 def core_version() -> str | None:
@@ -25,6 +43,11 @@ def core_version() -> str | None:
     if not core_available():
         return None
     return str(getattr(importlib.import_module(CORE_MODULE), "__version__", "unknown"))
+
+
+def missing() -> list[str]:
+    """The missing Python packages, in installation order (``torch`` first, then the core)."""
+    return [module for module in (TORCH_MODULE, CORE_MODULE) if not _importable(module)]
 
 
 def missing_core_message(requirement: str = CORE_REQUIREMENT) -> str:
@@ -37,36 +60,94 @@ def missing_core_message(requirement: str = CORE_REQUIREMENT) -> str:
     )
 
 
+def offline_message(requirement: str = CORE_REQUIREMENT) -> str:
+    host, port = PACKAGE_INDEX
+    return (
+        f"Cannot reach the Python package index ({host}:{port}): this computer seems to be offline. "
+        f"Connect it and open the module again, or install offline with: "
+        f"PythonSlicer -m pip install <downloaded {requirement} wheel> torch"
+    )
+
+
+def index_reachable(timeout_s: float = 3.0) -> bool:
+    """True when a TCP connection to the package index opens within ``timeout_s``."""
+    try:
+        with socket.create_connection(PACKAGE_INDEX, timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _slicer():
+    slicer = sys.modules.get("slicer")
+    if slicer is None or getattr(slicer, "app", None) is None:
+        return None
+    return slicer
+
+
+def _install_torch(slicer) -> None:
+    try:
+        import PyTorchUtils  # Slicer's PyTorch extension
+    except ImportError:
+        slicer.util.pip_install(TORCH_MODULE)
+        return
+    logic = PyTorchUtils.PyTorchUtilsLogic()
+    if not logic.torchInstalled():
+        # The user has confirmed already; the extension picks the build for this machine's GPU.
+        logic.installTorch(askConfirmation=False)
+
+
+def _install_requirement(slicer, requirement: str) -> None:
+    for name in ("pydeps", "packaging"):
+        helper = getattr(slicer, name, None)
+        if helper is not None and hasattr(helper, "pip_ensure"):
+            from packaging.requirements import Requirement
+
+            helper.pip_ensure([Requirement(requirement)], requester="FreeTumor")
+            return
+    slicer.util.pip_install(requirement)
+
+
 def ensure_core(requirement: str = CORE_REQUIREMENT, ask: bool = True) -> bool:
-    """Make sure the core is importable; inside Slicer, offer to ``pip install`` it.
+    """Make sure torch and the core are importable; inside Slicer, offer to install what is missing.
 
     Args:
-        requirement: the pip requirement to install.
+        requirement: the pip requirement of the core.
         ask: ask the user before installing (always true in the GUI; False only for scripted setups
             that have already asked).
 
     Returns:
-        True when the core is importable now, False when the user declined.
+        True when both are importable now, False when the user declined.
 
     Raises:
-        RuntimeError: the core is missing and this is not running inside Slicer (install it with pip),
-            or the installation finished but the package still cannot be imported.
+        RuntimeError: something is missing and this is not running inside Slicer (install it with
+            pip), the package index cannot be reached (the message says so), or the installation
+            finished but the package still cannot be imported.
     """
-    if core_available():
+    absent = missing()
+    if not absent:
         return True
-    slicer = sys.modules.get("slicer")
-    if slicer is None or getattr(slicer, "app", None) is None:
+    slicer = _slicer()
+    if slicer is None:
         raise RuntimeError(missing_core_message(requirement))
+    names = " and ".join(
+        "PyTorch" if name == TORCH_MODULE else f"the FreeTumor core ({requirement})" for name in absent
+    )
     if ask and not slicer.util.confirmOkCancelDisplay(
-        missing_core_message(requirement) + "\n\nInstall it now? This can take several minutes.",
-        "FreeTumor: install the core",
+        f"FreeTumor needs {names}, which this Slicer does not have yet.\n\n"
+        "Install now? This downloads about 1 GB and can take several minutes.",
+        TITLE,
     ):
         return False
+    if not index_reachable():
+        raise RuntimeError(offline_message(requirement))
     with slicer.util.WaitCursor():
-        slicer.util.pip_install(requirement)
+        if TORCH_MODULE in absent:
+            _install_torch(slicer)
+        if CORE_MODULE in absent:
+            _install_requirement(slicer, requirement)
     importlib.invalidate_caches()
-    if not core_available():
-        raise RuntimeError(
-            f"'pip install {requirement}' finished but '{CORE_MODULE}' still cannot be imported"
-        )
+    still = missing()
+    if still:
+        raise RuntimeError(f"the installation finished but {', '.join(still)} still cannot be imported")
     return True

@@ -3,7 +3,8 @@
 The panel is thin: it turns the chosen nodes into files, runs ``freetumor synthesize`` in a
 background process (``PythonSlicer -m freetumor_core ... --progress json``), shows its progress,
 and loads the results as nodes. All the work lives in the ``freetumor_core`` package; the MRML
-conversion, the process runner and the job live in ``FreeTumorLib`` (usable without the GUI).
+conversion, the process runner and the job live in ``FreeTumorLib`` (usable without the GUI), the
+package this extension's modules share.
 
 This file needs Slicer's application (``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``). Code
 that needs ``freetumor_core`` is imported only once the core is known to be installed, so the
@@ -11,12 +12,20 @@ panel can offer to install it. (No ``from __future__ import annotations`` here: 
 wrapper reads the class annotations as types.)
 """
 
+import importlib.util
 import logging
+import os
+import sys
 from typing import Annotated, Union
 
 import qt
 import slicer
 import vtk
+
+# A built extension installs FreeTumorLib beside the modules; run from a checkout (Additional module
+# paths = FreeTumorSlicer/FreeTumor), it is the folder one level up.
+if importlib.util.find_spec("FreeTumorLib") is None:
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from FreeTumorLib import dependencies
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
@@ -126,6 +135,21 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.organComboBox.connect("currentTextChanged(QString)", self.onOrganChanged)
 
         self.initializeParameterNode()
+        # Checked when the module opens; nothing is installed without the user's confirmation.
+        qt.QTimer.singleShot(0, self.checkDependencies)
+
+    def checkDependencies(self) -> None:
+        if not dependencies.missing():
+            return
+        try:
+            if dependencies.ensure_core():
+                self._setStatus(_("Ready."))
+                self.onOrgansChanged(self._parameterNode.organSegmentation if self._parameterNode else None)
+                return
+            self._setStatus(_("Not installed: ") + ", ".join(dependencies.missing()))
+        except RuntimeError as error:
+            self._setStatus(str(error))
+            slicer.util.errorDisplay(str(error), windowTitle=dependencies.TITLE)
 
     def cleanup(self) -> None:
         if self._job is not None and self._job.running:
@@ -268,10 +292,12 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 # Logic
 #
 class FreeTumorLogic(ScriptedLoadableModuleLogic):
-    """The module's work without any GUI; usable from Slicer's Python console::
+    """The module's work without the GUI; every method takes its settings as arguments (the panel's
+    parameter node is left alone). From Slicer's Python console::
 
-    logic = slicer.util.getModuleLogic("FreeTumor")
-    outputs = logic.run(ctNode, segmentationNode, organ="liver", size="small", count=2, seed=1)
+        logic = slicer.util.getModuleLogic("FreeTumor")
+        outputs = logic.run(ctNode, segmentationNode, organ="liver", size="small", count=2, seed=1)
+        results = logic.synthesizeDatalist("hosts.json", "/tmp/synthetic", organ="liver", count=1)
     """
 
     def getParameterNode(self):
@@ -286,18 +312,25 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         Raises:
             ValueError: a node is missing or a setting is invalid.
         """
-        from FreeTumorLib.synthesis import SynthesisJob, SynthesisRequest
+        from FreeTumorLib.synthesis import SynthesisRequest
 
         # Parameters named like TumorSpec fields (marginMm: margin_mm) become the spec, plus the seed.
         request = SynthesisRequest.from_parameters(parameters)
+        volume, organs = parameters.inputVolume, parameters.organSegmentation
+        return self._start(volume, organs, request, parameters.markCentres, onProgress, onDone, onError)
+
+    @staticmethod
+    def _start(inputVolume, organSegmentation, request, markCentres, onProgress, onDone, onError):
+        from FreeTumorLib.synthesis import SynthesisJob
+
         job = SynthesisJob(
-            parameters.inputVolume,
-            parameters.organSegmentation,
+            inputVolume,
+            organSegmentation,
             request,
             on_progress=onProgress,
             on_done=onDone,
             on_error=onError,
-            add_markups=parameters.markCentres,
+            add_markups=markCentres,
         )
         return job.start()
 
@@ -313,7 +346,15 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         markCentres=True,
         timeoutS=None,
     ):
-        """Synthesize and wait (blocks; for scripts and tests).
+        """Synthesize tumors into the CT of a node and wait (blocks; for the console and tests).
+
+        Args:
+            inputVolume: CT volume node (HU).
+            organSegmentation: its organ segmentation or label map node.
+            organ, size, count, marginMm: the ``TumorSpec`` fields (``marginMm`` = ``margin_mm``).
+            seed: random seed.
+            markCentres: also add a point list at the tumor centres.
+            timeoutS: give up (and stop the process) after this many seconds.
 
         Returns:
             ``SynthesisOutputs`` (volume, segmentation, table, markups nodes and the tumor records).
@@ -322,16 +363,12 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
             the job's error (``CoreProcessError`` for a failed run, ``ValueError`` for bad outputs),
             or ``TimeoutError`` after ``timeoutS`` seconds.
         """
-        parameters = self.getParameterNode()
-        parameters.inputVolume = inputVolume
-        parameters.organSegmentation = organSegmentation
-        parameters.organ = organ
-        parameters.size = size
-        parameters.count = count
-        parameters.seed = seed
-        parameters.marginMm = marginMm
-        parameters.markCentres = markCentres
-        job = self.start(parameters)
+        if not dependencies.ensure_core():
+            raise RuntimeError(dependencies.missing_core_message())
+        from FreeTumorLib.synthesis import SynthesisRequest
+
+        request = SynthesisRequest(organ=organ, size=size, count=count, seed=seed, margin_mm=marginMm)
+        job = self._start(inputVolume, organSegmentation, request, markCentres, None, None, None)
         if not job.wait(timeoutS):
             job.cancel()
             job.wait()
@@ -339,6 +376,34 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         if job.error is not None:
             raise job.error
         return job.outputs
+
+    def synthesizeDatalist(
+        self,
+        datalist,
+        outputFolder,
+        organ="liver",
+        size="small",
+        count=1,
+        seed=0,
+        marginMm=3.0,
+        timeoutS=None,
+    ):
+        """Synthesize tumors into every CT of a datalist (``{"training": [{"image", "label"}, ...]}``),
+        one ``freetumor synthesize`` process per case, and wait (blocks).
+
+        Each case is written to ``outputFolder/<NNN>_<image name>/`` (``ct.nii.gz``,
+        ``labels.nii.gz`` + ``labels.json``, ``tumors.json``); case ``i`` uses seed ``seed + i``.
+
+        Returns:
+            one dict per case: ``image``, ``label``, ``output``, ``seed``, ``tumors`` (records).
+        """
+        if not dependencies.ensure_core():
+            raise RuntimeError(dependencies.missing_core_message())
+        from FreeTumorLib.batch import synthesize_datalist
+        from FreeTumorLib.synthesis import SynthesisRequest
+
+        request = SynthesisRequest(organ=organ, size=size, count=count, seed=seed, margin_mm=marginMm)
+        return synthesize_datalist(datalist, outputFolder, request, timeout_s=timeoutS)
 
 
 #
