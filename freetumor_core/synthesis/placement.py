@@ -92,16 +92,31 @@ class Placer:
         self, shape: TumorShape, centre: np.ndarray, zones: tuple[np.ndarray, np.ndarray, np.ndarray]
     ) -> bool:
         """True when the tumor centred at ``centre`` keeps its margins (exact check in its box)."""
-        margin_zone, avoid_zone, screen = zones
+        return len(self._screen(shape, centre[None, :], zones[2])) == 1 and self._fits_exactly(
+            shape, centre, zones
+        )
+
+    def _fits_exactly(
+        self, shape: TumorShape, centre: np.ndarray, zones: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> bool:
+        """The exact margin check in the tumor's box, for a centre whose box lies in the volume."""
+        margin_zone, avoid_zone, _ = zones
         start = centre - shape.centre_index
         stop = start + np.asarray(shape.box_shape)
-        if (start < 0).any() or (stop > np.asarray(self.labels.shape)).any():
-            return False  # the field of view ends where the organ might go on: treat it as a surface
-        points = screen + centre
-        if (self.table[self.labels[points[:, 0], points[:, 1], points[:, 2]]] != ORGAN).any():
-            return False
         box = self.table[self.labels[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]]
         return not ((box[margin_zone] != ORGAN).any() or (box[avoid_zone] == AVOID).any())
+
+    def _screen(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """The ``centres`` (in order) whose box lies in the volume and for which every
+        ``centre + offset`` is an organ voxel: all candidates at once, before any exact check."""
+        start = centres - shape.centre_index
+        limits = np.asarray(self.labels.shape)
+        # The field of view ends where the organ might go on: treat it as a surface.
+        inside = (start >= 0).all(axis=1) & (start + np.asarray(shape.box_shape) <= limits).all(axis=1)
+        centres = centres[inside]
+        points = centres[:, None, :] + offsets[None, :, :]
+        organ = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]] == ORGAN
+        return centres[organ.all(axis=1)]
 
     def place(self, shape: TumorShape, margin_mm: float, avoid_margin_mm: float) -> np.ndarray | None:
         """A centre ``(z, y, x)`` for ``shape`` that keeps every margin, or None when none is found."""
@@ -116,7 +131,8 @@ class Placer:
             candidates = self._deep_candidates(needed_mm, DEEP_FIRST_CANDIDATES)
             # Every tumor voxel must be organ: test that at a few surface voxels for all candidates
             # at once, and give up before the exact zones when none passes.
-            candidates = self._all_organ(candidates, shape.surface_offsets(SCREEN_POINTS, self.rng))
+            if len(candidates):
+                candidates = self._screen(shape, candidates, shape.surface_offsets(SCREEN_POINTS, self.rng))
             if len(candidates) == 0:
                 return None
         zones = (
@@ -126,24 +142,15 @@ class Placer:
         )
         if not deep_first:
             for _ in range(RANDOM_ROUNDS):
-                for centre in self.organ_voxels(RANDOM_CANDIDATES):
-                    if self.fits(shape, centre, zones):
+                for centre in self._screen(shape, self.organ_voxels(RANDOM_CANDIDATES), zones[2]):
+                    if self._fits_exactly(shape, centre, zones):
                         return centre
             # Rare: the organ is small or nearly full. Search the voxels deep enough.
             candidates = self._deep_candidates(needed_mm)
-        for centre in candidates:
-            if self.fits(shape, centre, zones):
+        for centre in self._screen(shape, candidates, zones[2]):
+            if self._fits_exactly(shape, centre, zones):
                 return centre
         return None
-
-    def _all_organ(self, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """The ``centres`` for which every ``centre + offset`` is an organ voxel in the volume."""
-        points = centres[:, None, :] + offsets[None, :, :]
-        limits = np.asarray(self.labels.shape)
-        inside = ((points >= 0) & (points < limits)).all(axis=(1, 2))
-        points = np.clip(points, 0, limits - 1)
-        organ = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]] == ORGAN
-        return centres[inside & organ.all(axis=1)]
 
     def _deep_candidates(self, depth_mm: float, limit: int = EXHAUSTIVE_CANDIDATES) -> np.ndarray:
         """Up to ``limit`` organ voxels that may lie ``depth_mm`` deep: deepest
@@ -179,11 +186,28 @@ class Placer:
                 crop = self.labels[low[0] : high[0], low[1] : high[1], low[2] : high[2]]
                 step = _lattice_step(crop.shape)
                 organ = self.table[crop[::step, ::step, ::step]] == ORGAN
-            # Pad so the field of view's edge counts as the organ's surface.
-            depth = ndimage.distance_transform_edt(np.pad(organ, 1), sampling=self.spacing_zyx_mm * step)
-            depth = depth[1:-1, 1:-1, 1:-1]
-            self._depth_mm = (depth[organ].astype(np.float32), np.argwhere(organ) * step + low, step)
+            depths, lattice = _lattice_depth(organ.tobytes(), organ.shape, tuple(self.spacing_zyx_mm * step))
+            self._depth_mm = (depths, lattice * step + low, step)
         return self._depth_mm
+
+
+@functools.lru_cache(maxsize=8)
+def _lattice_depth(
+    organ_bytes: bytes, shape: tuple[int, int, int], sampling_mm: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Depth (mm) of the organ points of a lattice and their ``(n, 3)`` lattice indices.
+
+    Kept for the last few lattices: tumors placed one call after another into the same host (a
+    reader study's cases, a benchmark, a training volume seen again) find the same lattice, and
+    scipy's exact transform costs about a millisecond even on 24³ points.
+    """
+    organ = np.frombuffer(organ_bytes, dtype=bool).reshape(shape)
+    # Pad so the field of view's edge counts as the organ's surface.
+    depth = ndimage.distance_transform_edt(np.pad(organ, 1), sampling=sampling_mm)[1:-1, 1:-1, 1:-1]
+    depths, lattice = depth[organ].astype(np.float32), np.argwhere(organ)
+    depths.flags.writeable = False
+    lattice.flags.writeable = False
+    return depths, lattice
 
 
 def _lattice_step(shape: tuple[int, ...]) -> int:
