@@ -6,7 +6,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy import ndimage
 
 from ..errors import InputError
 from ..labels import LabelMap, align_to
@@ -203,7 +202,9 @@ def _record(
     mask = shape.mask
     ring = _ring(shape, table[labels_out[box]] == ORGAN)
     volume_ml = int(np.count_nonzero(mask)) * ct.voxel_volume_ml
-    centre_index = np.asarray(ndimage.center_of_mass(mask)) + start
+    plane = mask.sum(axis=0, dtype=np.int64)
+    counts = (mask.sum(axis=(1, 2), dtype=np.int64), plane.sum(axis=1), plane.sum(axis=0))
+    centre_index = np.array([np.arange(len(c)) @ c / c.sum() for c in counts]) + start
     mean_hu = float(final[mask].mean())
     ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
     diameter_mm = float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi))
