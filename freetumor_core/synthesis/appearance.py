@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .shapes import TumorShape
+from .shapes import TumorShape, _bounds
 from .texture import tumor_texture
 
 RING_MM = 4.0  # thickness of the surrounding-organ shell that contrast is measured against
@@ -239,8 +239,7 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
     edge = edge_width_mm(shape.radius_mm)
     # Work only where the ramp is non-zero: the box also holds the margin zones around the tumor.
     reached = shape.distance_mm < np.float32(edge / 2.0)
-    occupied = [np.flatnonzero(reached.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
-    inner = tuple(slice(int(o[0]), int(o[-1]) + 1) for o in occupied)
+    inner = tuple(slice(int(a), int(b)) for a, b in zip(*_bounds(reached, margin=0), strict=True))
     depth = -shape.distance_mm[inner]
     outer = edge / 2.0
     blur = float(np.clip(look.blur_fraction * shape.radius_mm, outer, MAX_BLUR_MM))

@@ -34,6 +34,7 @@ DEFORMATION_SPREAD = (0.6, 1.0)  # per-tumor factor on that amplitude: some smoo
 OCTAVES = ((1.0, 0.5), (0.5, 0.5))
 # The surface rarely moves out by more than this share of the amplitude: the first box holds it.
 REACH_SHARE = 0.75
+KTH_STRIDE = 17  # the threshold's bracket is guessed from every 17th level value
 BOX_GROWTH = (1.0, 1.15, 1.4, 2.0, 3.0)  # the tight box's successive sizes, if the soft edge touches it
 
 
@@ -310,13 +311,24 @@ def _drop_outside(distance: np.ndarray, tumor: np.ndarray, spacing: np.ndarray) 
 
 
 def _kth_smallest(values: np.ndarray, k: int, low: float, high: float) -> float:
-    """The ``k``-th smallest value (0-based), partitioning only the values in ``[low, high)`` when
-    the answer lies there (a guess of the bracket; any bracket gives the same exact answer)."""
+    """The ``k``-th smallest value (0-based), partitioning only the values in a bracket that holds
+    it: first one guessed from every ``KTH_STRIDE``-th value, then ``[low, high)``, then all
+    (any bracket gives the same exact answer; a narrow one is partitioned faster)."""
     flat = values.ravel()
-    below = int(np.count_nonzero(flat < low))
-    bracket = flat[(flat >= low) & (flat < high)]
-    if below <= k < below + len(bracket):
-        return float(np.partition(bracket, k - below)[k - below])
+    sample = flat[::KTH_STRIDE]
+    brackets = [(low, high)]
+    if len(sample) >= 256:
+        position = k * len(sample) / len(flat)
+        spread = 4.0 * np.sqrt(len(sample)) + 2.0
+        first, last = int(max(position - spread, 0)), int(min(position + spread, len(sample) - 1))
+        parts = np.partition(sample, (first, last))
+        brackets.insert(0, (parts[first], np.nextafter(parts[last], np.float32(np.inf))))
+    for low, high in brackets:
+        below = int(np.count_nonzero(flat < low))
+        if below <= k:
+            bracket = flat[(flat >= low) & (flat < high)]
+            if k < below + len(bracket):
+                return float(np.partition(bracket, k - below)[k - below])
     return float(np.partition(flat, k)[k])
 
 
