@@ -270,19 +270,25 @@ def _connected_level_set(
     number = _component_count(inside[_slices(low, high)])
     if number == 1 and np.count_nonzero(inside) == count:
         return inside, threshold, False, (low, high)
-    components, _ = ndimage.label(inside)
-    seed = components[tuple(centre)]
+    window = _slices(low, high)
+    components, _ = ndimage.label(inside[window])
+    seed = components[tuple(np.asarray(centre) - low)] if inside[tuple(centre)] else 0
     if seed == 0:
-        seed = components.flat[int(np.argmin(level))]
-    tumor = components == seed
+        seed = components[tuple(np.unravel_index(int(np.argmin(level)), level.shape) - low)]
+    tumor = np.zeros_like(inside)
+    tumor[window] = components == seed
     missing = count - int(np.count_nonzero(tumor))
     while missing > 0:
         # Grow by the lowest voxels of the next layer: the level set of a slightly higher
-        # threshold, kept connected to the body (specks it would reach stay out).
-        candidates = np.flatnonzero(ndimage.binary_dilation(tumor) & ~tumor)
+        # threshold, kept connected to the body (specks it would reach stay out). Only the
+        # tumor's bounding box grown by a voxel is looked at.
+        near = _slices(*_bounds(tumor, margin=1))
+        body = tumor[near]
+        layer = ndimage.binary_dilation(body) & ~body
+        candidates = np.flatnonzero(layer)
         if len(candidates) > missing:
-            candidates = candidates[np.argpartition(level.flat[candidates], missing - 1)[:missing]]
-        tumor.flat[candidates] = True
+            candidates = candidates[np.argpartition(level[near][layer], missing - 1)[:missing]]
+        body[np.unravel_index(candidates, body.shape)] = True
         missing -= len(candidates)
     # Ties at the threshold can leave a few voxels too many: the exact count wins.
     extra = int(np.count_nonzero(tumor)) - count
