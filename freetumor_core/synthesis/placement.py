@@ -7,6 +7,14 @@ exactly inside the tumor's own box. Tumors already placed carry a non-organ labe
 keeps tumors apart. Tumors whose centre must lie deep (medium and large), and small ones whose
 random candidates all fail, draw candidates from a distance map of the organ (computed once per
 call); when no voxel is deep enough the shape is rejected before its exact margin zones are made.
+
+Vessels are sorted by calibre, measured from their own mask: a vessel voxel is *major* when a ball
+of diameter :data:`SMALL_VESSEL_MM` that fits inside the vessel covers it (the vessel mask's
+morphological opening by that ball: trunks and large branches), else it belongs to a *small*
+branch. A tumor keeps ``avoid_margin_mm`` from major vessels, as from lesions, but may take in small
+branches (encasement): for placement they count as host organ. Calibre is measured only in the
+blocks of :data:`VESSEL_BLOCK` voxels that placement looks at, each with a margin of the ball's
+diameter around it, so the result is the same as for the whole mask.
 """
 
 from __future__ import annotations
@@ -18,9 +26,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..labels import ORGAN_GROUPS
-from .shapes import TumorShape
+from .shapes import TumorShape, _bounds, _outside_distance_mm, _slices
 
-OTHER, ORGAN, AVOID = 0, 1, 2
+OTHER, ORGAN, AVOID, VESSEL = 0, 1, 2, 3
+# A tumor may take in vessel branches thinner than this (diameter, mm): intrahepatic segmental
+# branches and smaller; the portal and hepatic venous trunks, the IVC and the aorta are wider.
+SMALL_VESSEL_MM = 5.0
+VESSEL_BLOCK = 8  # vessel calibre is measured in blocks of this many voxels a side, where needed
 LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "metasta", "mass", "nodule")
 RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
@@ -37,17 +49,31 @@ DEEP_FIRST_CANDIDATES = 200
 
 @functools.lru_cache(maxsize=4096)
 def is_avoided(name: str) -> bool:
-    """Vessels and lesions: a tumor keeps ``avoid_margin_mm`` away from these labels."""
+    """Vessels and lesions: a tumor keeps ``avoid_margin_mm`` away from these labels (from
+    vessels: from their major parts, see :func:`is_vessel`)."""
+    return is_vessel(name) or is_lesion(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_vessel(name: str) -> bool:
+    """Vessel labels (``aorta``, ``portal_vein``, ``hepatic_vessels``, ...)."""
+    return name.lower() in ORGAN_GROUPS["vessels"] and not is_lesion(name)
+
+
+@functools.lru_cache(maxsize=4096)
+def is_lesion(name: str) -> bool:
     name = name.lower()
-    return name in ORGAN_GROUPS["vessels"] or any(word in name for word in LESION_WORDS)
+    return any(word in name for word in LESION_WORDS)
 
 
 def class_table(names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int) -> np.ndarray:
-    """uint8 lookup ``label id -> OTHER / ORGAN / AVOID`` of length ``size``."""
+    """uint8 lookup ``label id -> OTHER / ORGAN / AVOID / VESSEL`` of length ``size``."""
     table = np.zeros(size, dtype=np.uint8)
     for label, name in names.items():
-        if label < size and is_avoided(name):
+        if label < size and is_lesion(name):
             table[label] = AVOID
+        elif label < size and is_vessel(name):
+            table[label] = VESSEL
     for label in extra_avoid:
         table[label] = AVOID
     table[organ_ids] = ORGAN
@@ -71,6 +97,52 @@ class Placer:
     rng: np.random.Generator
     _organ_flat: np.ndarray | None = field(default=None, repr=False)
     _depth_mm: tuple[np.ndarray, np.ndarray, int] | None = field(default=None, repr=False)  # _depth_map
+    _small: np.ndarray | None = field(default=None, repr=False)  # _small_vessels
+    _measured: np.ndarray | None = field(default=None, repr=False)  # blocks of _small measured
+
+    def classes(self, index: tuple) -> np.ndarray:
+        """Classes of the voxels at ``index`` (slices or index arrays) for placement: small vessel
+        branches count as ORGAN, major vessels as AVOID."""
+        classes = self.table[self.labels[index]]
+        vessel = classes == VESSEL
+        if vessel.any():
+            # The bounding box of the vessel voxels looked at.
+            if isinstance(index[0], slice):
+                first, last = _bounds(vessel, margin=0)
+                start = np.array([i.start or 0 for i in index])
+                step = np.array([i.step or 1 for i in index])
+                low, high = start + first * step, start + (last - 1) * step + 1
+            else:
+                points = np.stack([i[vessel] for i in index], axis=-1)
+                low, high = points.min(axis=0), points.max(axis=0) + 1
+            classes[vessel] = np.where(self._small_vessels(low, high)[index][vessel], ORGAN, AVOID)
+        return classes
+
+    def _small_vessels(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Boolean array of the labels' shape marking vessel voxels of small calibre, valid at
+        least in the box ``[low, high)``: measured block by block as placement first looks there
+        (see the module docstring)."""
+        shape = np.asarray(self.labels.shape)
+        if self._small is None:
+            self._small = np.zeros(self.labels.shape, dtype=bool)
+            self._measured = np.zeros(tuple(-(-shape // VESSEL_BLOCK)), dtype=bool)
+        block_low, block_high = low // VESSEL_BLOCK, (high - 1) // VESSEL_BLOCK + 1
+        missing = ~self._measured[_slices(block_low, block_high)]
+        if missing.any():
+            first, last = _bounds(missing, margin=0)
+            first, last = first + block_low, last + block_low
+            inner_low, inner_high = first * VESSEL_BLOCK, np.minimum(last * VESSEL_BLOCK, shape)
+            # The opening of a voxel depends on the vessel mask up to the ball's diameter away.
+            halo = np.ceil(SMALL_VESSEL_MM / self.spacing_zyx_mm).astype(int) + 1
+            crop_low, crop_high = np.maximum(inner_low - halo, 0), np.minimum(inner_high + halo, shape)
+            vessel = self.table[self.labels[_slices(crop_low, crop_high)]] == VESSEL
+            if vessel.any():
+                small = _small_vessels(vessel, self.spacing_zyx_mm)
+                self._small[_slices(inner_low, inner_high)] = small[
+                    _slices(inner_low - crop_low, inner_high - crop_low)
+                ]
+            self._measured[_slices(first, last)] = True
+        return self._small
 
     def organ_voxels(self, count: int) -> np.ndarray:
         """``(n, 3)`` random organ voxel indices (uniform over the organ; n <= count)."""
@@ -102,21 +174,38 @@ class Placer:
         """The exact margin check in the tumor's box, for a centre whose box lies in the volume."""
         margin_zone, avoid_zone, _ = zones
         start = centre - shape.centre_index
-        stop = start + np.asarray(shape.box_shape)
-        box = self.table[self.labels[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]]
-        return not ((box[margin_zone] != ORGAN).any() or (box[avoid_zone] == AVOID).any())
+        box = _slices(start, start + np.asarray(shape.box_shape))
+        classes = self.table[self.labels[box]]
+        margin = classes[margin_zone]
+        if ((margin != ORGAN) & (margin != VESSEL)).any() or (classes[avoid_zone] == AVOID).any():
+            return False
+        # Vessels in the zones are measured only now, for a position that passes everything else.
+        vessel = (classes == VESSEL) & (margin_zone | avoid_zone)
+        if not vessel.any():
+            return True
+        low, high = _bounds(vessel, margin=0)
+        return not (vessel & ~self._small_vessels(start + low, start + high)[box]).any()
 
     def _screen(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """The ``centres`` (in order) whose box lies in the volume and for which every
-        ``centre + offset`` is an organ voxel: all candidates at once, before any exact check."""
+        ``centre + offset`` is host organ (organ or a small vessel branch): all candidates at once,
+        before any exact check."""
         start = centres - shape.centre_index
         limits = np.asarray(self.labels.shape)
         # The field of view ends where the organ might go on: treat it as a surface.
         inside = (start >= 0).all(axis=1) & (start + np.asarray(shape.box_shape) <= limits).all(axis=1)
         centres = centres[inside]
         points = centres[:, None, :] + offsets[None, :, :]
-        organ = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]] == ORGAN
-        return centres[organ.all(axis=1)]
+        classes = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]]
+        keep = ((classes == ORGAN) | (classes == VESSEL)).all(axis=1)
+        vessel = (classes == VESSEL) & keep[:, None]
+        if vessel.any():
+            hits = points[vessel]
+            small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
+            major = np.zeros_like(vessel)
+            major[vessel] = ~small[hits[:, 0], hits[:, 1], hits[:, 2]]
+            keep &= ~major.any(axis=1)
+        return centres[keep]
 
     def place(self, shape: TumorShape, margin_mm: float, avoid_margin_mm: float) -> np.ndarray | None:
         """A centre ``(z, y, x)`` for ``shape`` that keeps every margin, or None when none is found."""
@@ -170,8 +259,9 @@ class Placer:
         """Depth (mm) below the organ's surface of organ voxels on a coarse lattice, their
         ``(n, 3)`` indices, and the lattice step (voxels); made once per call.
 
-        The depth of a lattice voxel is its distance to the nearest non-organ lattice voxel: never
-        less than its true depth, so no voxel that is truly deep enough is missed.
+        The depth of a lattice voxel is its distance to the nearest lattice voxel that is neither
+        organ nor vessel: never less than its true depth, so no voxel that is truly deep enough is
+        missed.
         """
         if self._depth_mm is None:
             # Only lattice voxels are ever looked at: first a lattice over the whole volume to find
@@ -179,35 +269,56 @@ class Placer:
             step = _lattice_step(self.labels.shape)
             organ = self.table[self.labels[::step, ::step, ::step]] == ORGAN
             low = np.zeros(3, dtype=int)
+            high = np.asarray(self.labels.shape)
             if organ.any():
                 bounds = [np.flatnonzero(organ.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1))]
                 low = np.array([max((b[0] - 1) * step, 0) for b in bounds])
-                high = np.array([(b[-1] + 2) * step for b in bounds])
-                crop = self.labels[low[0] : high[0], low[1] : high[1], low[2] : high[2]]
-                step = _lattice_step(crop.shape)
-                organ = self.table[crop[::step, ::step, ::step]] == ORGAN
-            depths, lattice = _lattice_depth(organ.tobytes(), organ.shape, tuple(self.spacing_zyx_mm * step))
-            self._depth_mm = (depths, lattice * step + low, step)
+                high = np.minimum([(b[-1] + 2) * step for b in bounds], high)
+                step = _lattice_step(tuple(high - low))
+            # Every vessel counts as host here, whatever its calibre: that can only overstate the
+            # depth, so no position is missed, and vessels need not be measured for the map.
+            classes = self.table[
+                self.labels[tuple(slice(a, b, step) for a, b in zip(low, high, strict=True))]
+            ]
+            host = (classes == ORGAN) | (classes == VESSEL)
+            depth = _lattice_depth(host.tobytes(), host.shape, tuple(self.spacing_zyx_mm * step))
+            organ = classes == ORGAN
+            self._depth_mm = (depth[organ], np.argwhere(organ) * step + low, step)
         return self._depth_mm
 
 
 @functools.lru_cache(maxsize=8)
 def _lattice_depth(
-    organ_bytes: bytes, shape: tuple[int, int, int], sampling_mm: tuple[float, float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Depth (mm) of the organ points of a lattice and their ``(n, 3)`` lattice indices.
+    host_bytes: bytes, shape: tuple[int, int, int], sampling_mm: tuple[float, float, float]
+) -> np.ndarray:
+    """Depth (mm) of each point of a lattice below the surface of its host points (float32).
 
     Kept for the last few lattices: tumors placed one call after another into the same host (a
     reader study's cases, a benchmark, a training volume seen again) find the same lattice, and
     scipy's exact transform costs about a millisecond even on 24³ points.
     """
-    organ = np.frombuffer(organ_bytes, dtype=bool).reshape(shape)
+    host = np.frombuffer(host_bytes, dtype=bool).reshape(shape)
     # Pad so the field of view's edge counts as the organ's surface.
-    depth = ndimage.distance_transform_edt(np.pad(organ, 1), sampling=sampling_mm)[1:-1, 1:-1, 1:-1]
-    depths, lattice = depth[organ].astype(np.float32), np.argwhere(organ)
-    depths.flags.writeable = False
-    lattice.flags.writeable = False
-    return depths, lattice
+    depth = ndimage.distance_transform_edt(np.pad(host, 1), sampling=sampling_mm)[1:-1, 1:-1, 1:-1]
+    depth = depth.astype(np.float32)
+    depth.flags.writeable = False
+    return depth
+
+
+def _small_vessels(vessel: np.ndarray, spacing_mm: np.ndarray) -> np.ndarray:
+    """Vessel voxels of small calibre in a vessel mask: not in its opening by a ball of diameter
+    :data:`SMALL_VESSEL_MM`.
+
+    The opening is exact on voxel centres: the core is the voxels deeper than the ball's radius
+    (the nearest centre outside the vessel is further away), and the major part is the vessel
+    voxels within that radius of the core. Two distance transforms limited to that radius: a few
+    dozen array operations.
+    """
+    radius = SMALL_VESSEL_MM / 2.0
+    spacing = np.asarray(spacing_mm, dtype=np.float64)
+    core = _outside_distance_mm(~vessel, spacing, radius) > np.float32(radius)
+    small = vessel & (_outside_distance_mm(core, spacing, radius) > np.float32(radius))
+    return small
 
 
 def _lattice_step(shape: tuple[int, ...]) -> int:
