@@ -96,7 +96,7 @@ class Placer:
     spacing_zyx_mm: np.ndarray
     rng: np.random.Generator
     _organ_flat: np.ndarray | None = field(default=None, repr=False)
-    _depth_mm: tuple[np.ndarray, np.ndarray, int] | None = field(default=None, repr=False)  # _depth_map
+    _depth_mm: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = field(default=None, repr=False)
     _small: np.ndarray | None = field(default=None, repr=False)  # _small_vessels
     _measured: np.ndarray | None = field(default=None, repr=False)  # blocks of _small measured
 
@@ -245,19 +245,20 @@ class Placer:
         """Up to ``limit`` organ voxels that may lie ``depth_mm`` deep: deepest
         first in tiers of ``DEPTH_TIER_MM``, random within a tier (a thin organ holds a large tumor
         only near its middle, so that is where to look first)."""
-        depths, voxels, step = self._depth_map()
+        depths, ranks, voxels, step = self._depth_map()
         chosen = np.flatnonzero(depths >= depth_mm)
         chosen = chosen[self.rng.permutation(len(chosen))]
-        tiers = np.floor(depths[chosen] / DEPTH_TIER_MM)
+        tiers = np.floor(ranks[chosen] / DEPTH_TIER_MM)
         chosen = chosen[np.argsort(-tiers, kind="stable")][:limit]
         # Anywhere in the lattice cell, not only at its corner: where a tumor just fits, the
         # positions that hold it can lie between lattice points.
         jitter = self.rng.integers(-(step // 2), step - step // 2, size=(len(chosen), 3))
         return np.clip(voxels[chosen] + jitter, 0, np.asarray(self.labels.shape) - 1)
 
-    def _depth_map(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """Depth (mm) below the organ's surface of organ voxels on a coarse lattice, their
-        ``(n, 3)`` indices, and the lattice step (voxels); made once per call.
+    def _depth_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Depth (mm) below the organ's surface of organ voxels on a coarse lattice, the same
+        depth with every vessel counted as outside (mm, for ranking), their ``(n, 3)`` indices,
+        and the lattice step (voxels); made once per call.
 
         The depth of a lattice voxel is its distance to the nearest lattice voxel that is neither
         organ nor vessel: never less than its true depth, so no voxel that is truly deep enough is
@@ -283,7 +284,10 @@ class Placer:
             host = (classes == ORGAN) | (classes == VESSEL)
             depth = _lattice_depth(host.tobytes(), host.shape, tuple(self.spacing_zyx_mm * step))
             organ = classes == ORGAN
-            self._depth_mm = (depth[organ], np.argwhere(organ) * step + low, step)
+            # Candidates are ranked by their depth below every vessel too: where vessels run
+            # through the organ, the positions clear of them come first.
+            rank = _lattice_depth(organ.tobytes(), organ.shape, tuple(self.spacing_zyx_mm * step))
+            self._depth_mm = (depth[organ], rank[organ], np.argwhere(organ) * step + low, step)
         return self._depth_mm
 
 
