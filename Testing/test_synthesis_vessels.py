@@ -149,11 +149,10 @@ def test_medium_liver_tumors_fit_among_the_real_vessels_of_ircadb_p07(shared_dat
     np.testing.assert_array_equal(result.ct.array[all_vessels], ct.array[all_vessels])
 
     touched_names = {labels.names[int(i)] for i in np.unique(labels.array[box][touching])}
+    assert any(record.extra["vessels_touched"] for record in result.tumors)  # branches taken in
     for record in result.tumors:
-        low_mm, high_mm = 20.0, 40.0
-        assert low_mm <= record.extra["requested_diameter_mm"] <= high_mm
+        assert 20.0 <= record.extra["requested_diameter_mm"] <= 40.0
         touched = record.extra["vessels_touched"]
-        assert touched, "a medium tumor in this liver takes in some branch"
         assert set(touched) <= touched_names
         for entry in touched.values():
             assert entry["voxels"] > 0

@@ -81,6 +81,21 @@ def liver_patch(ct, labels, organ: str = "liver", size: int = PATCH):
     return patch_ct, patch_labels
 
 
+def write_patch(options: dict[str, str], patch_ct, patch_labels) -> None:
+    """With the ``write_patch`` option, write the patch as ``patch_ct.nii.gz`` and
+    ``patch_labels.nii.gz`` (+ ``patch_labels.json``) in that folder."""
+    if not options.get("write_patch"):
+        return
+    from pathlib import Path
+
+    from ..volume import write_volume
+
+    folder = Path(options["write_patch"])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_volume(patch_ct, folder / "patch_ct.nii.gz")
+    patch_labels.save(folder / "patch_labels.nii.gz")
+
+
 def synthesis_suite(bench: Bench) -> None:
     """Per-tumor time by size class on a 96³ patch; whole-CT time; start-up; whole-CT peak memory."""
     from . import TumorSpec, synthesize
@@ -88,15 +103,7 @@ def synthesis_suite(bench: Bench) -> None:
     organ = bench.options.get("organ", "liver")
     ct, labels = _whole_ct(bench.options)
     patch_ct, patch_labels = liver_patch(ct, labels, organ)
-    if bench.options.get("write_patch"):
-        from pathlib import Path
-
-        from ..volume import write_volume
-
-        folder = Path(bench.options["write_patch"])
-        folder.mkdir(parents=True, exist_ok=True)
-        write_volume(patch_ct, folder / "patch_ct.nii.gz")
-        patch_labels.save(folder / "patch_labels.nii.gz")
+    write_patch(bench.options, patch_ct, patch_labels)
     seeds = itertools.count()
     calls = {}
     for size in SIZE_CLASSES_MM:

@@ -164,7 +164,7 @@ class Placer:
         self, shape: TumorShape, centre: np.ndarray, zones: tuple[np.ndarray, np.ndarray, np.ndarray]
     ) -> bool:
         """True when the tumor centred at ``centre`` keeps its margins (exact check in its box)."""
-        return len(self._screen(shape, centre[None, :], zones[2])) == 1 and self._fits_exactly(
+        return any(True for _ in self._screened(shape, centre[None, :], zones[2])) and self._fits_exactly(
             shape, centre, zones
         )
 
@@ -186,26 +186,34 @@ class Placer:
         low, high = _bounds(vessel, margin=0)
         return not (vessel & ~self._small_vessels(start + low, start + high)[box]).any()
 
-    def _screen(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    def _screen(
+        self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``centres`` (in order) whose box lies in the volume and for which every
-        ``centre + offset`` is host organ (organ or a small vessel branch): all candidates at once,
-        before any exact check."""
+        ``centre + offset`` is organ or vessel: all candidates at once, before any exact check.
+        Also their points ``(n, k, 3)`` and which of them are vessel voxels ``(n, k)``, whose
+        calibre :meth:`_screened` measures only for the candidates it gets to."""
         start = centres - shape.centre_index
         limits = np.asarray(self.labels.shape)
         # The field of view ends where the organ might go on: treat it as a surface.
         inside = (start >= 0).all(axis=1) & (start + np.asarray(shape.box_shape) <= limits).all(axis=1)
-        centres = centres[inside]
-        points = centres[:, None, :] + offsets[None, :, :]
+        points = centres[inside][:, None, :] + offsets[None, :, :]
         classes = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]]
-        keep = ((classes == ORGAN) | (classes == VESSEL)).all(axis=1)
-        vessel = (classes == VESSEL) & keep[:, None]
-        if vessel.any():
-            hits = points[vessel]
-            small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
-            major = np.zeros_like(vessel)
-            major[vessel] = ~small[hits[:, 0], hits[:, 1], hits[:, 2]]
-            keep &= ~major.any(axis=1)
-        return centres[keep]
+        vessel = classes == VESSEL
+        keep = ((classes == ORGAN) | vessel).all(axis=1)
+        return centres[inside][keep], points[keep], vessel[keep]
+
+    def _screened(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray):
+        """The centres that pass :meth:`_screen` and whose vessel points are small branches, in
+        order, one at a time: calibre is measured only up to the first centre that fits."""
+        centres, points, vessel = self._screen(shape, centres, offsets)
+        for centre, candidate_points, candidate_vessel in zip(centres, points, vessel, strict=True):
+            if candidate_vessel.any():
+                hits = candidate_points[candidate_vessel]
+                small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
+                if not small[hits[:, 0], hits[:, 1], hits[:, 2]].all():
+                    continue
+            yield centre
 
     def place(self, shape: TumorShape, margin_mm: float, avoid_margin_mm: float) -> np.ndarray | None:
         """A centre ``(z, y, x)`` for ``shape`` that keeps every margin, or None when none is found."""
@@ -221,7 +229,9 @@ class Placer:
             # Every tumor voxel must be organ: test that at a few surface voxels for all candidates
             # at once, and give up before the exact zones when none passes.
             if len(candidates):
-                candidates = self._screen(shape, candidates, shape.surface_offsets(SCREEN_POINTS, self.rng))
+                candidates = np.array(
+                    list(self._screened(shape, candidates, shape.surface_offsets(SCREEN_POINTS, self.rng)))
+                ).reshape(-1, 3)
             if len(candidates) == 0:
                 return None
         zones = (
@@ -231,12 +241,12 @@ class Placer:
         )
         if not deep_first:
             for _ in range(RANDOM_ROUNDS):
-                for centre in self._screen(shape, self.organ_voxels(RANDOM_CANDIDATES), zones[2]):
+                for centre in self._screened(shape, self.organ_voxels(RANDOM_CANDIDATES), zones[2]):
                     if self._fits_exactly(shape, centre, zones):
                         return centre
             # Rare: the organ is small or nearly full. Search the voxels deep enough.
             candidates = self._deep_candidates(needed_mm)
-        for centre in self._screen(shape, candidates, zones[2]):
+        for centre in self._screened(shape, candidates, zones[2]):
             if self._fits_exactly(shape, centre, zones):
                 return centre
         return None

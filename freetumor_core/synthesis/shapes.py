@@ -11,6 +11,7 @@ All work happens in voxels of the actual (possibly anisotropic) spacing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -115,12 +116,18 @@ class TumorShape:
 
 
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """A random 3x3 rotation (QR of a Gaussian matrix, signs fixed so it is uniform)."""
-    matrix, upper = np.linalg.qr(rng.standard_normal((3, 3)))
-    matrix = matrix * np.sign(np.diag(upper))
-    if np.linalg.det(matrix) < 0:
-        matrix[:, 0] = -matrix[:, 0]
-    return matrix
+    """A uniformly random 3x3 rotation: the matrix of a random unit quaternion (a normalised
+    4D Gaussian vector is uniform on the sphere, and so is its rotation)."""
+    w, x, y, z = (float(v) for v in rng.standard_normal(4))
+    norm = math.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / norm, x / norm, y / norm, z / norm
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def _grid_mm(half: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
