@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 FINEST_VOXELS = 3.0  # smallest texture feature, in voxels
+# Multiply-adds per matrix product, below OpenBLAS's threshold for using several threads.
+SINGLE_THREAD_PRODUCT = 200_000
 
 
 def _axis_kernels(
@@ -17,21 +19,28 @@ def _axis_kernels(
 ) -> list[np.ndarray]:
     """Per axis, the ``(length, nodes)`` interpolation weights from lattice nodes to voxel centres
     (all axes in one vectorised pass: the arrays are small, so the cost is per operation)."""
-    extents = np.asarray(lengths) * np.asarray(spacings_mm)
+    extents = np.asarray(lengths, dtype=np.float64) * np.asarray(spacings_mm)
     nodes = (np.ceil(extents / feature_mm) + 3).astype(int)
     rows, columns = int(max(lengths)), int(nodes.max())
-    # Voxel and node positions (mm) per axis, node grid centred on the box.
-    voxel_mm = (np.arange(rows) + 0.5)[None, :] * np.asarray(spacings_mm)[:, None]
-    node_mm = np.arange(columns)[None, :] * feature_mm - ((nodes * feature_mm - extents) / 2.0)[:, None]
-    offsets = (voxel_mm[:, :, None] - node_mm[:, None, :]) * (1.0 / (0.6 * feature_mm))
-    weights = np.exp(-0.5 * offsets * offsets).astype(np.float32)
-    kernels = []
-    for axis, (length, count) in enumerate(zip(lengths, nodes, strict=True)):
-        kernel = weights[axis, :length, :count]
-        # Unit sum of squares per row: each voxel then has unit variance.
-        kernel /= np.sqrt(np.einsum("ij,ij->i", kernel, kernel))[:, None]
-        kernels.append(np.ascontiguousarray(kernel))
-    return kernels
+    # Voxel and node positions per axis in units of the kernel's width, node grid centred on the box.
+    scale = 1.0 / (0.6 * feature_mm)
+    voxel = (np.arange(rows) + 0.5)[None, :] * (np.asarray(spacings_mm) * scale)[:, None]
+    node = (
+        np.arange(columns)[None, :] * (feature_mm * scale)
+        - ((nodes * feature_mm - extents) * (scale / 2))[:, None]
+    )
+    offsets = (voxel[:, :, None] - node[:, None, :]).astype(np.float32)
+    # Nodes past an axis's own count get no weight.
+    offsets = np.where(np.arange(columns)[None, None, :] < nodes[:, None, None], offsets, np.float32(np.inf))
+    weights = np.exp(np.float32(-0.5) * offsets * offsets)
+    # Unit sum of squares per row: each voxel then has unit variance.
+    # (Rows past an axis's own length are cut off below; they may have no weight at all.)
+    norms = np.sqrt(np.einsum("aij,aij->ai", weights, weights))
+    weights /= np.maximum(norms, np.float32(1e-30))[:, :, None]
+    return [
+        np.ascontiguousarray(weights[axis, :length, :count])
+        for axis, (length, count) in enumerate(zip(lengths, nodes, strict=True))
+    ]
 
 
 def smooth_noise(
@@ -45,18 +54,23 @@ def smooth_noise(
     Returns:
         float32 array of ``shape_zyx``, mean about 0 and standard deviation about 1.
     """
+    size_z, size_y, size_x = (int(n) for n in shape_zyx)
     kernels = _axis_kernels(
-        tuple(shape_zyx), tuple(float(s) for s in spacing_zyx_mm), max(float(feature_mm), 1e-3)
+        (size_z, size_y, size_x), tuple(float(s) for s in spacing_zyx_mm), max(float(feature_mm), 1e-3)
     )
     lattice = rng.standard_normal(tuple(k.shape[1] for k in kernels), dtype=np.float32)
-    # Three matrix products, z then y then x. BLAS does them 4-7 times faster than einsum's own
-    # loops. Each is a stack of small products (one per slice, under OpenBLAS's threading
-    # threshold), never one large product: a large one is split over threads, and on a busy
-    # machine waiting for a descheduled thread made a 0.2 ms field take 5-20 ms.
+    # Three matrix products, x then y then z. BLAS does them 4-7 times faster than einsum's own
+    # loops. None is larger than OpenBLAS's threshold for splitting a product over threads (the
+    # last one goes in slabs of output rows): on a busy machine, waiting for a descheduled thread
+    # made a 0.2 ms field take 5-20 ms.
     nz, ny, nx = lattice.shape
-    field = (kernels[0] @ lattice.reshape(nz, ny * nx)).reshape(len(kernels[0]), ny, nx)  # (Z, ny, nx)
-    field = np.matmul(kernels[1], field)  # (Z, Y, nx)
-    return field @ kernels[2].T  # (Z, Y, X)
+    field = (lattice.reshape(nz * ny, nx) @ kernels[2].T).reshape(nz, ny, size_x)
+    field = np.matmul(kernels[1], field).reshape(nz, size_y * size_x)  # (nz, Y * X)
+    out = np.empty((size_z, size_y * size_x), dtype=np.float32)
+    rows = max(1, SINGLE_THREAD_PRODUCT // (nz * size_y * size_x))
+    for start in range(0, size_z, rows):
+        np.matmul(kernels[0][start : start + rows], field, out=out[start : start + rows])
+    return out.reshape(size_z, size_y, size_x)
 
 
 def tumor_texture(
