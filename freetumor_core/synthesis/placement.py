@@ -1,7 +1,7 @@
 """Where tumors go: inside the organ, a margin from its surface, clear of vessels and lesions.
 
-Nothing here touches the whole volume per tumor. A lookup table turns label ids into three classes
-(other, organ, avoid) once per call; candidate centres are organ voxels drawn at random; a candidate
+Nothing here touches the whole volume per tumor. A lookup table turns label ids into four classes
+(other, organ, avoid, vessel) once per call; candidate centres are organ voxels drawn at random; a candidate
 is first screened at a few dozen points on the edge of the tumor's margin zone and then checked
 exactly inside the tumor's own box. Tumors already placed carry a non-organ label, so the same check
 keeps tumors apart. Tumors whose centre must lie deep (medium and large), and small ones whose
@@ -99,24 +99,6 @@ class Placer:
     _depth_mm: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = field(default=None, repr=False)
     _small: np.ndarray | None = field(default=None, repr=False)  # _small_vessels
     _measured: np.ndarray | None = field(default=None, repr=False)  # blocks of _small measured
-
-    def classes(self, index: tuple) -> np.ndarray:
-        """Classes of the voxels at ``index`` (slices or index arrays) for placement: small vessel
-        branches count as ORGAN, major vessels as AVOID."""
-        classes = self.table[self.labels[index]]
-        vessel = classes == VESSEL
-        if vessel.any():
-            # The bounding box of the vessel voxels looked at.
-            if isinstance(index[0], slice):
-                first, last = _bounds(vessel, margin=0)
-                start = np.array([i.start or 0 for i in index])
-                step = np.array([i.step or 1 for i in index])
-                low, high = start + first * step, start + (last - 1) * step + 1
-            else:
-                points = np.stack([i[vessel] for i in index], axis=-1)
-                low, high = points.min(axis=0), points.max(axis=0) + 1
-            classes[vessel] = np.where(self._small_vessels(low, high)[index][vessel], ORGAN, AVOID)
-        return classes
 
     def _small_vessels(self, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """Boolean array of the labels' shape marking vessel voxels of small calibre, valid at
