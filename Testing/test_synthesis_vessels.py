@@ -98,7 +98,7 @@ def test_tumors_encase_thin_branches_and_keep_clear_of_the_trunk():
             if touched:
                 encasing += 1
                 branch = touched["inferior_vena_cava"]
-                assert 0 < branch["max_calibre_mm"] < SMALL_VESSEL_MM
+                assert 0 < branch["max_calibre_mm"] <= SMALL_VESSEL_MM
                 # The shape holds the requested volume: painted tumor plus encased branch.
                 requested_ml = math.pi / 6 * 12.0**3 / 1000
                 voxel_ml = ct.voxel_volume_ml
@@ -156,4 +156,4 @@ def test_medium_liver_tumors_fit_among_the_real_vessels_of_ircadb_p07(shared_dat
         assert set(touched) <= touched_names
         for entry in touched.values():
             assert entry["voxels"] > 0
-            assert 0 < entry["max_calibre_mm"] < SMALL_VESSEL_MM
+            assert 0 < entry["max_calibre_mm"] <= SMALL_VESSEL_MM

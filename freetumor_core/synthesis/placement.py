@@ -29,9 +29,10 @@ from ..labels import ORGAN_GROUPS
 from .shapes import TumorShape, _bounds, _outside_distance_mm, _slices
 
 OTHER, ORGAN, AVOID, VESSEL = 0, 1, 2, 3
-# A tumor may take in vessel branches thinner than this (diameter, mm): intrahepatic segmental
-# branches and smaller; the portal and hepatic venous trunks, the IVC and the aorta are wider.
-SMALL_VESSEL_MM = 5.0
+# A tumor may take in vessel branches thinner than this (diameter, mm): segmental intrahepatic
+# branches and smaller; the portal vein and its lobar branches, the hepatic vein trunks, the IVC
+# and the aorta are wider.
+SMALL_VESSEL_MM = 6.0
 VESSEL_BLOCK = 8  # vessel calibre is measured in blocks of this many voxels a side, where needed
 LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "metasta", "mass", "nodule")
 RANDOM_CANDIDATES = 96
