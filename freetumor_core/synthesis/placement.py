@@ -160,10 +160,14 @@ class Placer:
         box = _slices(start, start + np.asarray(shape.box_shape))
         classes = self.table[self.labels[box]]
         margin = classes[margin_zone]
-        if ((margin != ORGAN) & (margin != VESSEL)).any() or (classes[avoid_zone] == AVOID).any():
+        if ((margin != ORGAN) & (margin != VESSEL)).any() or (
+            (margin if margin_zone is avoid_zone else classes[avoid_zone]) == AVOID
+        ).any():
             return False
         # Vessels in the zones are measured only now, for a position that passes everything else.
-        vessel = (classes == VESSEL) & (margin_zone | avoid_zone)
+        vessel = (classes == VESSEL) & (
+            margin_zone if margin_zone is avoid_zone else margin_zone | avoid_zone
+        )
         if not vessel.any():
             return True
         low, high = _bounds(vessel, margin=0)
@@ -217,11 +221,9 @@ class Placer:
                 ).reshape(-1, 3)
             if len(candidates) == 0:
                 return None
-        zones = (
-            shape.zone(margin_mm),
-            shape.zone(avoid_margin_mm),
-            shape.zone_surface_offsets(margin_mm, SCREEN_POINTS, self.rng),
-        )
+        margin_zone = shape.zone(margin_mm)
+        avoid_zone = margin_zone if avoid_margin_mm == margin_mm else shape.zone(avoid_margin_mm)
+        zones = (margin_zone, avoid_zone, shape.zone_surface_offsets(margin_mm, SCREEN_POINTS, self.rng))
         if not deep_first:
             for _ in range(RANDOM_ROUNDS):
                 for centre in self._screened(shape, self.organ_voxels(RANDOM_CANDIDATES), zones[2]):

@@ -187,7 +187,9 @@ def make_shape(
         z, y, x = _grid_mm(half, spacing)
         cross = (2 * form[0, 2]) * z + (2 * form[1, 2]) * y  # (Z, Y, 1)
         plane = form[0, 0] * z * z + form[1, 1] * y * y + (2 * form[0, 1]) * z * y  # (Z, Y, 1)
-        squared = cross * x + plane + form[2, 2] * x * x
+        squared = form[2, 2] * x + cross  # (Z, Y, X)
+        squared *= x
+        squared += plane
         np.maximum(squared, 0, out=squared)
         level = np.sqrt(squared, dtype=np.float32)
         if lobe_count:
@@ -209,7 +211,8 @@ def make_shape(
                 field = smooth_noise(level.shape, spacing, feature_mm, deformation)
                 np.clip(field, -1.5, 1.5, out=field)
                 # Additive, so the field's gradient stays bounded far from the surface.
-                level += np.float32(share * amplitude / 1.5) * field
+                field *= np.float32(share * amplitude / 1.5)
+                level += field
         # The threshold lies near 1 (the deformation is zero-mean): partition only around it.
         threshold = _kth_smallest(level, target_voxels - 1, 0.85 - 0.6 * amplitude, 1.15 + 0.4 * amplitude)
         tumor, threshold, dropped, (tumor_low, tumor_high) = _connected_level_set(
@@ -231,9 +234,10 @@ def make_shape(
     nearest_outside = float(np.sqrt(outside_squared.min()))
     inscribed = max(0.0, (threshold - amplitude) * float(radii.min()), nearest_outside - float(spacing.max()))
     # The distance estimate is needed only on the tumor and its soft edge: on the tumor's bounding
-    # box grown by ``near_mm`` (and a voxel, for the central differences).
-    estimate_low = np.maximum(tumor_low - near_reach - 1, 0)
-    estimate_high = np.minimum(tumor_high + near_reach + 1, level.shape)
+    # box grown by EDGE_OUTSIDE_MM (and a voxel, for the central differences).
+    edge_reach = np.ceil(EDGE_OUTSIDE_MM / spacing).astype(int) + 1
+    estimate_low = np.maximum(tumor_low - edge_reach, 0)
+    estimate_high = np.minimum(tumor_high + edge_reach, level.shape)
     near = tuple(slice(a, b) for a, b in zip(estimate_low, estimate_high, strict=True))
     distance = _distance_estimate(level[near], spacing, threshold)
     if dropped:
@@ -241,7 +245,7 @@ def make_shape(
     # The shape's box: the tumor's bounding box grown by the margin reach on every side, so every
     # voxel within ``pad_mm`` of the tumor is in it and the exact zones need no bigger box. Beyond
     # the estimate's box the estimate is simply "far outside".
-    reach = np.ceil(pad_mm / spacing).astype(int) + 1
+    reach = np.ceil(pad_mm / spacing).astype(int)
     low, high = tumor_low - reach, tumor_high + reach
     box = np.full(tuple(high - low), FAR_OUTSIDE_MM, dtype=np.float32)
     overlap_low, overlap_high = np.maximum(low, estimate_low), np.minimum(high, estimate_high)
