@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 from scipy import ndimage
 
-from .texture import smooth_noise
+from .texture import smooth_noises
 
 AXIS_JITTER = 0.3  # log-scale spread of the three ellipsoid radii
 SMOOTH_UNION = 0.15  # level units over which lobes merge with the body
@@ -35,7 +35,8 @@ DEFORMATION_SPREAD = (0.6, 1.0)  # per-tumor factor on that amplitude: some smoo
 OCTAVES = ((1.0, 0.5), (0.5, 0.5))
 # The surface rarely moves out by more than this share of the amplitude: the first box holds it.
 REACH_SHARE = 0.75
-KTH_STRIDE = 17  # the threshold's bracket is guessed from every 17th level value
+KTH_STRIDE = 17  # the threshold's bracket is guessed from every 17th level value ...
+KTH_SAMPLED = 20_000  # ... in level fields of at least this many voxels
 BOX_GROWTH = (1.0, 1.15, 1.4, 2.0, 3.0)  # the tight box's successive sizes, if the soft edge touches it
 
 
@@ -206,9 +207,11 @@ def make_shape(
             deformation = np.random.default_rng(deformation_seed)
             # Octaves from bumps about the radius to fine roughness; each is clipped, so together
             # they move the level by at most ``amplitude``.
-            for feature, share in OCTAVES:
-                feature_mm = max(0.9 * feature * radius, 2.0 * float(spacing.min()))
-                field = smooth_noise(level.shape, spacing, feature_mm, deformation)
+            features_mm = tuple(
+                max(0.9 * feature * radius, 2.0 * float(spacing.min())) for feature, _ in OCTAVES
+            )
+            fields = smooth_noises(level.shape, spacing, features_mm, deformation)
+            for field, (_, share) in zip(fields, OCTAVES, strict=True):
                 np.clip(field, -1.5, 1.5, out=field)
                 # Additive, so the field's gradient stays bounded far from the surface.
                 field *= np.float32(share * amplitude / 1.5)
@@ -332,9 +335,9 @@ def _kth_smallest(values: np.ndarray, k: int, low: float, high: float) -> float:
     it: first one guessed from every ``KTH_STRIDE``-th value, then ``[low, high)``, then all
     (any bracket gives the same exact answer; a narrow one is partitioned faster)."""
     flat = values.ravel()
-    sample = flat[::KTH_STRIDE]
     brackets = [(low, high)]
-    if len(sample) >= 256:
+    if len(flat) >= KTH_SAMPLED:  # below that, partitioning the wide bracket costs less
+        sample = flat[::KTH_STRIDE]
         position = k * len(sample) / len(flat)
         spread = 4.0 * np.sqrt(len(sample)) + 2.0
         first, last = int(max(position - spread, 0)), int(min(position + spread, len(sample) - 1))

@@ -15,19 +15,23 @@ SINGLE_THREAD_PRODUCT = 200_000
 
 
 def _axis_kernels(
-    lengths: tuple[int, ...], spacings_mm: tuple[float, ...], feature_mm: float
-) -> list[np.ndarray]:
-    """Per axis, the ``(length, nodes)`` interpolation weights from lattice nodes to voxel centres
-    (all axes in one vectorised pass: the arrays are small, so the cost is per operation)."""
-    extents = np.asarray(lengths, dtype=np.float64) * np.asarray(spacings_mm)
-    nodes = (np.ceil(extents / feature_mm) + 3).astype(int)
-    rows, columns = int(max(lengths)), int(nodes.max())
+    lengths: tuple[int, ...], spacings_mm: tuple[float, ...], features_mm: tuple[float, ...]
+) -> list[list[np.ndarray]]:
+    """Per feature size and axis, the ``(length, nodes)`` interpolation weights from lattice nodes
+    to voxel centres (every feature and axis in one vectorised pass: the arrays are small, so the
+    cost is per operation)."""
+    features = np.repeat(np.asarray(features_mm, dtype=np.float64), len(lengths))  # (F * 3,)
+    lengths_all = np.tile(np.asarray(lengths), len(features_mm))
+    spacings = np.tile(np.asarray(spacings_mm, dtype=np.float64), len(features_mm))
+    extents = lengths_all * spacings
+    nodes = (np.ceil(extents / features) + 3).astype(int)
+    rows, columns = int(lengths_all.max()), int(nodes.max())
     # Voxel and node positions per axis in units of the kernel's width, node grid centred on the box.
-    scale = 1.0 / (0.6 * feature_mm)
-    voxel = (np.arange(rows) + 0.5)[None, :] * (np.asarray(spacings_mm) * scale)[:, None]
+    scale = 1.0 / (0.6 * features)
+    voxel = (np.arange(rows) + 0.5)[None, :] * (spacings * scale)[:, None]
     node = (
-        np.arange(columns)[None, :] * (feature_mm * scale)
-        - ((nodes * feature_mm - extents) * (scale / 2))[:, None]
+        np.arange(columns)[None, :] * (features * scale)[:, None]
+        - ((nodes * features - extents) * (scale / 2))[:, None]
     )
     offsets = (voxel[:, :, None] - node[:, None, :]).astype(np.float32)
     # Nodes past an axis's own count get no weight.
@@ -37,10 +41,11 @@ def _axis_kernels(
     # (Rows past an axis's own length are cut off below; they may have no weight at all.)
     norms = np.sqrt(np.einsum("aij,aij->ai", weights, weights))
     weights /= np.maximum(norms, np.float32(1e-30))[:, :, None]
-    return [
-        np.ascontiguousarray(weights[axis, :length, :count])
-        for axis, (length, count) in enumerate(zip(lengths, nodes, strict=True))
+    kernels = [
+        np.ascontiguousarray(weights[row, :length, :count])
+        for row, (length, count) in enumerate(zip(lengths_all, nodes, strict=True))
     ]
+    return [kernels[i : i + len(lengths)] for i in range(0, len(kernels), len(lengths))]
 
 
 def smooth_noise(
@@ -54,23 +59,39 @@ def smooth_noise(
     Returns:
         float32 array of ``shape_zyx``, mean about 0 and standard deviation about 1.
     """
+    return smooth_noises(shape_zyx, spacing_zyx_mm, (feature_mm,), rng)[0]
+
+
+def smooth_noises(
+    shape_zyx: tuple[int, int, int],
+    spacing_zyx_mm: np.ndarray,
+    features_mm: tuple[float, ...],
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """One independent :func:`smooth_noise` field per feature size, drawn in that order (the same
+    fields as one call per feature, for a little less work)."""
     size_z, size_y, size_x = (int(n) for n in shape_zyx)
-    kernels = _axis_kernels(
-        (size_z, size_y, size_x), tuple(float(s) for s in spacing_zyx_mm), max(float(feature_mm), 1e-3)
+    all_kernels = _axis_kernels(
+        (size_z, size_y, size_x),
+        tuple(float(s) for s in spacing_zyx_mm),
+        tuple(max(float(f), 1e-3) for f in features_mm),
     )
-    lattice = rng.standard_normal(tuple(k.shape[1] for k in kernels), dtype=np.float32)
-    # Three matrix products, x then y then z. BLAS does them 4-7 times faster than einsum's own
-    # loops. None is larger than OpenBLAS's threshold for splitting a product over threads (the
-    # last one goes in slabs of output rows): on a busy machine, waiting for a descheduled thread
-    # made a 0.2 ms field take 5-20 ms.
-    nz, ny, nx = lattice.shape
-    field = (lattice.reshape(nz * ny, nx) @ kernels[2].T).reshape(nz, ny, size_x)
-    field = np.matmul(kernels[1], field).reshape(nz, size_y * size_x)  # (nz, Y * X)
-    out = np.empty((size_z, size_y * size_x), dtype=np.float32)
-    rows = max(1, SINGLE_THREAD_PRODUCT // (nz * size_y * size_x))
-    for start in range(0, size_z, rows):
-        np.matmul(kernels[0][start : start + rows], field, out=out[start : start + rows])
-    return out.reshape(size_z, size_y, size_x)
+    fields = []
+    for kernels in all_kernels:
+        lattice = rng.standard_normal(tuple(k.shape[1] for k in kernels), dtype=np.float32)
+        # Three matrix products, x then y then z. BLAS does them 4-7 times faster than einsum's
+        # own loops. None is larger than OpenBLAS's threshold for splitting a product over threads
+        # (the last one goes in slabs of output rows): on a busy machine, waiting for a
+        # descheduled thread made a 0.2 ms field take 5-20 ms.
+        nz, ny, nx = lattice.shape
+        field = (lattice.reshape(nz * ny, nx) @ kernels[2].T).reshape(nz, ny, size_x)
+        field = np.matmul(kernels[1], field).reshape(nz, size_y * size_x)  # (nz, Y * X)
+        out = np.empty((size_z, size_y * size_x), dtype=np.float32)
+        rows = max(1, SINGLE_THREAD_PRODUCT // (nz * size_y * size_x))
+        for start in range(0, size_z, rows):
+            np.matmul(kernels[0][start : start + rows], field, out=out[start : start + rows])
+        fields.append(out.reshape(size_z, size_y, size_x))
+    return fields
 
 
 def tumor_texture(
@@ -86,8 +107,13 @@ def tumor_texture(
     """
     # Blotches a couple of voxels across would read as extra image noise, not as tissue.
     smallest_mm = FINEST_VOXELS * float(np.min(spacing_zyx_mm))
-    coarse = smooth_noise(shape_zyx, spacing_zyx_mm, max(feature_mm, smallest_mm), rng)
-    fine = smooth_noise(shape_zyx, spacing_zyx_mm, max(feature_mm / 2.0, smallest_mm), rng)
+    coarse, fine = smooth_noises(
+        shape_zyx, spacing_zyx_mm, (max(feature_mm, smallest_mm), max(feature_mm / 2.0, smallest_mm)), rng
+    )
     # tanh makes blotches with flat tops, as in real heterogeneous lesions, rather than pure Gaussian noise.
-    texture = np.tanh(1.2 * (0.8 * coarse + 0.6 * fine))
-    return texture / 0.72  # tanh(1.2 * N(0, 1)) has SD about 0.72
+    coarse *= np.float32(1.2 * 0.8)
+    fine *= np.float32(1.2 * 0.6)
+    coarse += fine
+    np.tanh(coarse, out=coarse)
+    coarse *= np.float32(1.0 / 0.72)  # tanh(1.2 * N(0, 1)) has SD about 0.72
+    return coarse
