@@ -448,10 +448,16 @@ def test_cli_on_ircadb_avoids_real_tumors_and_vessels(shared_data, tmp_path):
     output = read_labels(tmp_path / "out" / "labels.nii.gz")
     new = (output.array == 2) & (source.array != 2)
     assert new.any() and (source.array[new] == 1).all(), "synthetic tumors only in tumor-free liver"
-    box = crop_around(new, 10)
+    box = crop_around(new, 20)
     spacing = source.volume.spacing_zyx
-    real_or_vessel = np.isin(source.array[box], [2, 3])
-    assert distance_from(real_or_vessel, spacing)[new[box]].min() >= 3.0
+    # 3 mm from the real tumors and from the major vessels (wider than 6 mm: the vessel mask's
+    # opening by a 6 mm ball); small branches may be taken in, keeping their label.
+    vessel = source.array[box] == 3
+    core = ndimage.distance_transform_edt(vessel, sampling=spacing) > 3.0
+    major = vessel & (distance_from(core, spacing) <= 3.0) if core.any() else np.zeros_like(vessel)
+    real_or_major = (source.array[box] == 2) | major
+    assert distance_from(real_or_major, spacing)[new[box]].min() >= 3.0
+    assert (output.array[source.array == 3] == 3).all(), "vessels keep their label"
     assert len(json.loads((tmp_path / "out" / "tumors.json").read_text())["tumors"]) == 2
 
 

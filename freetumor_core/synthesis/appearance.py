@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .shapes import TumorShape
+from .shapes import TumorShape, _bounds, mean_in
 from .texture import tumor_texture
 
 RING_MM = 4.0  # thickness of the surrounding-organ shell that contrast is measured against
@@ -239,8 +239,7 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
     edge = edge_width_mm(shape.radius_mm)
     # Work only where the ramp is non-zero: the box also holds the margin zones around the tumor.
     reached = shape.distance_mm < np.float32(edge / 2.0)
-    occupied = [np.flatnonzero(reached.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1))]
-    inner = tuple(slice(int(o[0]), int(o[-1]) + 1) for o in occupied)
+    inner = tuple(slice(int(a), int(b)) for a, b in zip(*_bounds(reached, margin=0), strict=True))
     depth = -shape.distance_mm[inner]
     outer = edge / 2.0
     blur = float(np.clip(look.blur_fraction * shape.radius_mm, outer, MAX_BLUR_MM))
@@ -248,7 +247,7 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
     texture = tumor_texture(depth.shape, shape.spacing_zyx_mm, look.texture_mm, rng)
     # Zero mean inside: else a few large blotches shift the tumor's mean, and the engine's contrast
     # calibration would rescale the whole map (texture included) to undo it.
-    texture -= texture[depth > 0].mean()
+    texture -= np.float32(mean_in(texture, depth > 0))
     body = np.float32(look.contrast_hu) + np.float32(look.texture_sd_hu) * texture
     if look.necrosis_hu is not None and shape.radius_mm >= 5.0:
         core_depth = 0.4 * shape.radius_mm
@@ -261,7 +260,7 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
     if look.foci_hu is not None and shape.radius_mm >= FOCI_MIN_RADIUS_MM:
         foci = calcified_foci(depth, shape.spacing_zyx_mm, shape.radius_mm, look.foci_hu, look.foci_seed)
         # Zero mean inside, as the texture, so the contrast calibration does not rescale them.
-        foci -= foci[depth > 0].mean()
+        foci -= np.float32(mean_in(foci, depth > 0))
         body += foci
     difference = np.zeros(shape.box_shape, dtype=np.float32)
     difference[inner] = body * weight

@@ -1,7 +1,11 @@
 """``freetumor bench synthesis``: time per tumor on a 96³ patch and on a whole CT, start-up, memory.
 
 Options (``--option KEY=VALUE``): ``ct`` and ``labels`` (a whole CT and its organ labels instead of
-the phantom), ``label_names`` (JSON name map), ``organ`` (default ``liver``).
+the phantom), ``label_names`` (JSON name map), ``organ`` (default ``liver``), ``resample_mm`` (first
+resample the CT and labels to this isotropic spacing: linear for the CT, in float32, nearest for the
+labels, on the same origin and direction, as the SyntheticTumors harness in shared/bench does),
+``write_patch`` (a folder: write the 96³ patch there as ``patch_ct.nii.gz`` and
+``patch_labels.nii.gz``, so another tool can time the very same input).
 """
 
 from __future__ import annotations
@@ -34,8 +38,33 @@ def _whole_ct(options: dict[str, str]):
 
     if options.get("ct"):
         ct = read_ct(options["ct"])
-        return ct, align_to(read_labels(options["labels"], options.get("label_names")), ct)
-    return make_phantom(0)
+        labels = align_to(read_labels(options["labels"], options.get("label_names")), ct)
+    else:
+        ct, labels = make_phantom(0)
+    if options.get("resample_mm"):
+        ct, labels = resample_isotropic(ct, labels, float(options["resample_mm"]))
+    return ct, labels
+
+
+def resample_isotropic(ct, labels, spacing_mm: float):
+    """CT (linear, float32, -1024 HU outside) and labels (nearest) on a ``spacing_mm`` grid with
+    the same origin and direction, ``round(size * spacing / spacing_mm)`` voxels per axis."""
+    import SimpleITK as sitk
+
+    from ..labels import LabelMap
+    from ..volume import Volume
+
+    def resample(image, interpolator, default):
+        size = [round(n * s / spacing_mm) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+        return sitk.Resample(
+            image, size, sitk.Transform(), interpolator, image.GetOrigin(), (spacing_mm,) * 3,
+            image.GetDirection(), default, image.GetPixelID(),
+        )  # fmt: skip
+
+    ct_image = resample(sitk.Cast(ct.to_sitk(), sitk.sitkFloat32), sitk.sitkLinear, -1024.0)
+    label_image = resample(labels.volume.to_sitk(), sitk.sitkNearestNeighbor, 0)
+    new_ct = Volume.from_sitk(ct_image)
+    return new_ct, LabelMap(new_ct.like(sitk.GetArrayFromImage(label_image)), dict(labels.names))
 
 
 def liver_patch(ct, labels, organ: str = "liver", size: int = PATCH):
@@ -52,6 +81,21 @@ def liver_patch(ct, labels, organ: str = "liver", size: int = PATCH):
     return patch_ct, patch_labels
 
 
+def write_patch(options: dict[str, str], patch_ct, patch_labels) -> None:
+    """With the ``write_patch`` option, write the patch as ``patch_ct.nii.gz`` and
+    ``patch_labels.nii.gz`` (+ ``patch_labels.json``) in that folder."""
+    if not options.get("write_patch"):
+        return
+    from pathlib import Path
+
+    from ..volume import write_volume
+
+    folder = Path(options["write_patch"])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_volume(patch_ct, folder / "patch_ct.nii.gz")
+    patch_labels.save(folder / "patch_labels.nii.gz")
+
+
 def synthesis_suite(bench: Bench) -> None:
     """Per-tumor time by size class on a 96³ patch; whole-CT time; start-up; whole-CT peak memory."""
     from . import TumorSpec, synthesize
@@ -59,6 +103,7 @@ def synthesis_suite(bench: Bench) -> None:
     organ = bench.options.get("organ", "liver")
     ct, labels = _whole_ct(bench.options)
     patch_ct, patch_labels = liver_patch(ct, labels, organ)
+    write_patch(bench.options, patch_ct, patch_labels)
     seeds = itertools.count()
     calls = {}
     for size in SIZE_CLASSES_MM:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from ..records import TumorRecord
 from ..volume import Volume
@@ -24,8 +23,8 @@ from .appearance import (
     mass_effect,
 )
 from .flow import Canvas, PlacingEngine
-from .placement import ORGAN
-from .shapes import TumorShape
+from .placement import ORGAN, SMALL_VESSEL_MM, VESSEL
+from .shapes import TumorShape, _outside_distance_mm, mean_in
 from .spec import TumorSpec
 
 ENGINE = "handcrafted"
@@ -66,6 +65,7 @@ class HandcraftedEngine(PlacingEngine):
             canvas.spec,
             canvas.organ,
             requested_mm,
+            canvas.organs.names,
         )
 
 
@@ -95,17 +95,20 @@ def _paint(
     if spec.mass_effect:
         _displace(ct_out, labels_out, centre, shape.radius_mm, shape.spacing_zyx_mm, tumor_id, rng)
     values = ct_out[box].astype(np.float32)
-    organ = table[labels_out[box]] == ORGAN
-    mask = shape.mask
+    classes = table[labels_out[box]]
+    organ = classes == ORGAN
+    # Small vessel branches inside the tumor are encased: they keep their label and HU.
+    vessel = classes == VESSEL
+    tissue = shape.mask & ~vessel
     ring = _ring(shape, organ)
-    look.resolve(float(values[ring if ring.any() else mask].mean()))  # HU relative to this host
+    look.resolve(mean_in(values, ring if ring.any() else tissue))  # HU relative to this host
     difference = difference_map(shape, look, rng)
-    difference[~(organ | mask)] = 0.0
+    difference *= organ | tissue
 
     # Calibrate so the measured contrast (tumor mean minus ring mean) equals the drawn contrast.
-    host_tumor = float(values[mask].mean())
-    host_ring = float(values[ring].mean()) if ring.any() else host_tumor
-    added_tumor = float(difference[mask].mean())
+    host_tumor = mean_in(values, tissue)
+    host_ring = mean_in(values, ring) if ring.any() else host_tumor
+    added_tumor = mean_in(difference, tissue)
     gain = 1.0
     if abs(added_tumor) > 1e-3:
         gain = float(
@@ -116,7 +119,7 @@ def _paint(
         limits = np.iinfo(ct_out.dtype)
         values = np.clip(np.rint(values), limits.min, limits.max)
     ct_out[box] = values.astype(ct_out.dtype)
-    labels_out[box][mask] = tumor_id
+    np.copyto(labels_out[box], tumor_id, where=tissue, casting="unsafe")
 
 
 def _record(
@@ -131,16 +134,21 @@ def _record(
     spec: TumorSpec,
     organ_name: str,
     requested_mm: float,
+    names: dict[int, str] | None = None,
 ) -> TumorRecord:
     """The record of one painted tumor, measured on the final CT and labels."""
     start, box = _box(shape, centre)
     final = ct_out[box].astype(np.float32)
-    mask = shape.mask
-    ring = _ring(shape, table[labels_out[box]] == ORGAN)
+    labels = labels_out[box]
+    classes = table[labels]
+    mask = shape.mask & (labels == tumor_id)  # the painted tumor, without encased vessels
+    ring = _ring(shape, classes == ORGAN)
     volume_ml = int(np.count_nonzero(mask)) * ct.voxel_volume_ml
-    centre_index = np.asarray(ndimage.center_of_mass(mask)) + start
-    mean_hu = float(final[mask].mean())
-    ring_hu = float(final[ring].mean()) if ring.any() else float("nan")
+    plane = mask.sum(axis=0, dtype=np.int64)
+    counts = (mask.sum(axis=(1, 2), dtype=np.int64), plane.sum(axis=1), plane.sum(axis=0))
+    centre_index = np.array([np.arange(len(c)) @ c / c.sum() for c in counts]) + start
+    mean_hu = mean_in(final, mask)
+    ring_hu = mean_in(final, ring) if ring.any() else float("nan")
     diameter_mm = float(np.cbrt(6.0 * volume_ml * 1000.0 / math.pi))
     return TumorRecord(
         organ=organ_name,
@@ -159,8 +167,32 @@ def _record(
             "necrosis": look.necrosis_hu is not None,
             "rim": look.rim_hu is not None,
             "mass_effect": bool(spec.mass_effect),
+            "vessels_touched": _encased_vessels(
+                shape, labels, classes == VESSEL, names or {}, ct.voxel_volume_ml
+            ),
         },
     )
+
+
+def _encased_vessels(
+    shape: TumorShape, labels: np.ndarray, vessel: np.ndarray, names: dict[int, str], voxel_ml: float
+) -> dict[str, dict[str, float]]:
+    """Per vessel label inside the tumor's shape: encased voxels, their volume and the largest
+    calibre among them (twice the distance from an encased voxel's centre to the nearest voxel
+    centre outside the vessel, the measure placement uses against ``SMALL_VESSEL_MM``)."""
+    encased = shape.mask & vessel
+    if not encased.any():
+        return {}
+    wall_mm = _outside_distance_mm(~vessel, shape.spacing_zyx_mm, SMALL_VESSEL_MM)
+    touched = {}
+    for label in np.unique(labels[encased]):
+        voxels = encased & (labels == label)
+        touched[names.get(int(label), str(int(label)))] = {
+            "voxels": int(np.count_nonzero(voxels)),
+            "volume_ml": round(float(np.count_nonzero(voxels) * voxel_ml), 4),
+            "max_calibre_mm": round(2.0 * float(wall_mm[voxels].max()), 2),
+        }
+    return touched
 
 
 def _displace(

@@ -169,9 +169,9 @@ class PlacingEngine:
         parts = []
         for shape, centre, _ in painted:
             start = centre - shape.centre_index
-            parts.append(
-                (tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True)), shape.mask)
-            )
+            box = tuple(slice(a, a + n) for a, n in zip(start, shape.box_shape, strict=True))
+            # The tumor's own voxels: not the small vessel branches it encases (they keep their label).
+            parts.append((box, shape.mask & (canvas.labels_out[box] == canvas.tumor_id)))
         names = dict(canvas.organs.names)
         names[canvas.tumor_id] = canvas.tumor_name
         labels_volume = canvas.organs.volume.like(canvas.labels_out, canvas.organs.volume.metadata)

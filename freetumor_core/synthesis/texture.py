@@ -10,18 +10,42 @@ from __future__ import annotations
 import numpy as np
 
 FINEST_VOXELS = 3.0  # smallest texture feature, in voxels
+# Multiply-adds per matrix product, below OpenBLAS's threshold for using several threads.
+SINGLE_THREAD_PRODUCT = 200_000
 
 
-def _axis_kernel(length: int, spacing_mm: float, feature_mm: float) -> np.ndarray:
-    """``(length, nodes)`` interpolation weights from lattice nodes to voxel centres along one axis."""
-    extent_mm = length * spacing_mm
-    nodes = int(np.ceil(extent_mm / feature_mm)) + 3
-    node_mm = (np.arange(nodes) - 1.0) * feature_mm - (nodes * feature_mm - extent_mm) / 2.0 + feature_mm
-    voxel_mm = (np.arange(length) + 0.5) * spacing_mm
-    weights = np.exp(-0.5 * ((voxel_mm[:, None] - node_mm[None, :]) / (0.6 * feature_mm)) ** 2)
+def _axis_kernels(
+    lengths: tuple[int, ...], spacings_mm: tuple[float, ...], features_mm: tuple[float, ...]
+) -> list[list[np.ndarray]]:
+    """Per feature size and axis, the ``(length, nodes)`` interpolation weights from lattice nodes
+    to voxel centres (every feature and axis in one vectorised pass: the arrays are small, so the
+    cost is per operation)."""
+    features = np.repeat(np.asarray(features_mm, dtype=np.float64), len(lengths))  # (F * 3,)
+    lengths_all = np.tile(np.asarray(lengths), len(features_mm))
+    spacings = np.tile(np.asarray(spacings_mm, dtype=np.float64), len(features_mm))
+    extents = lengths_all * spacings
+    nodes = (np.ceil(extents / features) + 3).astype(int)
+    rows, columns = int(lengths_all.max()), int(nodes.max())
+    # Voxel and node positions per axis in units of the kernel's width, node grid centred on the box.
+    scale = 1.0 / (0.6 * features)
+    voxel = (np.arange(rows) + 0.5)[None, :] * (spacings * scale)[:, None]
+    node = (
+        np.arange(columns)[None, :] * (features * scale)[:, None]
+        - ((nodes * features - extents) * (scale / 2))[:, None]
+    )
+    offsets = (voxel[:, :, None] - node[:, None, :]).astype(np.float32)
+    # Nodes past an axis's own count get no weight.
+    offsets = np.where(np.arange(columns)[None, None, :] < nodes[:, None, None], offsets, np.float32(np.inf))
+    weights = np.exp(np.float32(-0.5) * offsets * offsets)
     # Unit sum of squares per row: each voxel then has unit variance.
-    weights /= np.sqrt((weights**2).sum(axis=1, keepdims=True))
-    return weights.astype(np.float32)
+    # (Rows past an axis's own length are cut off below; they may have no weight at all.)
+    norms = np.sqrt(np.einsum("aij,aij->ai", weights, weights))
+    weights /= np.maximum(norms, np.float32(1e-30))[:, :, None]
+    kernels = [
+        np.ascontiguousarray(weights[row, :length, :count])
+        for row, (length, count) in enumerate(zip(lengths_all, nodes, strict=True))
+    ]
+    return [kernels[i : i + len(lengths)] for i in range(0, len(kernels), len(lengths))]
 
 
 def smooth_noise(
@@ -35,18 +59,39 @@ def smooth_noise(
     Returns:
         float32 array of ``shape_zyx``, mean about 0 and standard deviation about 1.
     """
-    kernels = [
-        _axis_kernel(length, float(spacing), max(float(feature_mm), 1e-3))
-        for length, spacing in zip(shape_zyx, spacing_zyx_mm, strict=True)
-    ]
-    lattice = rng.standard_normal(tuple(k.shape[1] for k in kernels), dtype=np.float32)
-    # Three matrix products, x then y then z. BLAS does them 4-7 times faster than einsum's own
-    # loops, also with both cores of a 2-core machine busy (measured: 0.02 against 0.15 ms for a
-    # 35³ box, 0.09 against 0.64 ms for a 60³ one).
-    field = lattice @ kernels[2].T  # (nz, ny, X)
-    field = np.matmul(kernels[1], field)  # (nz, Y, X)
-    nz, size_y, size_x = field.shape
-    return (kernels[0] @ field.reshape(nz, size_y * size_x)).reshape(len(kernels[0]), size_y, size_x)
+    return smooth_noises(shape_zyx, spacing_zyx_mm, (feature_mm,), rng)[0]
+
+
+def smooth_noises(
+    shape_zyx: tuple[int, int, int],
+    spacing_zyx_mm: np.ndarray,
+    features_mm: tuple[float, ...],
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
+    """One independent :func:`smooth_noise` field per feature size, drawn in that order (the same
+    fields as one call per feature, for a little less work)."""
+    size_z, size_y, size_x = (int(n) for n in shape_zyx)
+    all_kernels = _axis_kernels(
+        (size_z, size_y, size_x),
+        tuple(float(s) for s in spacing_zyx_mm),
+        tuple(max(float(f), 1e-3) for f in features_mm),
+    )
+    fields = []
+    for kernels in all_kernels:
+        lattice = rng.standard_normal(tuple(k.shape[1] for k in kernels), dtype=np.float32)
+        # Three matrix products, x then y then z. BLAS does them 4-7 times faster than einsum's
+        # own loops. None is larger than OpenBLAS's threshold for splitting a product over threads
+        # (the last one goes in slabs of output rows): on a busy machine, waiting for a
+        # descheduled thread made a 0.2 ms field take 5-20 ms.
+        nz, ny, nx = lattice.shape
+        field = (lattice.reshape(nz * ny, nx) @ kernels[2].T).reshape(nz, ny, size_x)
+        field = np.matmul(kernels[1], field).reshape(nz, size_y * size_x)  # (nz, Y * X)
+        out = np.empty((size_z, size_y * size_x), dtype=np.float32)
+        rows = max(1, SINGLE_THREAD_PRODUCT // (nz * size_y * size_x))
+        for start in range(0, size_z, rows):
+            np.matmul(kernels[0][start : start + rows], field, out=out[start : start + rows])
+        fields.append(out.reshape(size_z, size_y, size_x))
+    return fields
 
 
 def tumor_texture(
@@ -62,8 +107,13 @@ def tumor_texture(
     """
     # Blotches a couple of voxels across would read as extra image noise, not as tissue.
     smallest_mm = FINEST_VOXELS * float(np.min(spacing_zyx_mm))
-    coarse = smooth_noise(shape_zyx, spacing_zyx_mm, max(feature_mm, smallest_mm), rng)
-    fine = smooth_noise(shape_zyx, spacing_zyx_mm, max(feature_mm / 2.0, smallest_mm), rng)
+    coarse, fine = smooth_noises(
+        shape_zyx, spacing_zyx_mm, (max(feature_mm, smallest_mm), max(feature_mm / 2.0, smallest_mm)), rng
+    )
     # tanh makes blotches with flat tops, as in real heterogeneous lesions, rather than pure Gaussian noise.
-    texture = np.tanh(1.2 * (0.8 * coarse + 0.6 * fine))
-    return texture / 0.72  # tanh(1.2 * N(0, 1)) has SD about 0.72
+    coarse *= np.float32(1.2 * 0.8)
+    fine *= np.float32(1.2 * 0.6)
+    coarse += fine
+    np.tanh(coarse, out=coarse)
+    coarse *= np.float32(1.0 / 0.72)  # tanh(1.2 * N(0, 1)) has SD about 0.72
+    return coarse
