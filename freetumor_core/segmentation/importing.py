@@ -85,9 +85,9 @@ def import_config(
     """The segmentation config of an imported network.
 
     ``architecture`` is a preset name (``default``, ``swinunetr_v2_fs48``) or a MONAI network class;
-    a class with no ``args`` uses the preset of that class (``SwinUNETR`` -> ``swinunetr_v2_fs48``:
-    FreeTumor's 7 classes, 1.5 mm, HU -175..250, 96³ patches). The other arguments replace the
-    preset's values.
+    a class that a preset uses starts from that preset (``SwinUNETR`` -> ``swinunetr_v2_fs48``:
+    feature size 48, v2, FreeTumor's 7 classes, 1.5 mm, HU -175..250, 96³ patches). The other
+    arguments replace the preset's values; a class without a preset needs ``args``.
 
     Raises:
         InputError: a network that no preset has, given without ``args``.
@@ -96,14 +96,14 @@ def import_config(
     from .networks import PRESETS, preset_config
 
     preset = architecture if architecture in PRESETS else None
-    if preset is None and args is None:
+    if preset is None:
         matching = [n for n, p in PRESETS.items() if p["architecture"]["name"] == architecture]
-        if not matching:
-            raise InputError(
-                f"no preset for the network {architecture!r}: give its MONAI arguments (--args) and "
-                f"label names, or use a preset ({', '.join(PRESETS)})"
-            )
-        preset = matching[0]
+        preset = matching[0] if matching else None
+    if preset is None and args is None:
+        raise InputError(
+            f"no preset for the network {architecture!r}: give its MONAI arguments (--args) and "
+            f"label names, or use a preset ({', '.join(PRESETS)})"
+        )
     if preset is not None:
         config = preset_config(preset)
         if args is not None:
