@@ -18,11 +18,12 @@ from freetumor_core.segmentation import preset_config
 from freetumor_core.volume import Volume, read_volume, write_volume
 
 
-def tiny_model(folder: Path, task: str = "segmentation") -> Path:
+def tiny_model(folder: Path, task: str = "segmentation", spacing_mm=(1.5, 1.5, 1.5)) -> Path:
     torch.manual_seed(0)
     config = preset_config("default", task=task)
     config.architecture["args"].update(channels=[4, 8], strides=[2])
-    config.preprocessing.patch_size_voxels = [16, 16, 16]
+    config.preprocessing.patch_size_voxels = [64, 64, 32]
+    config.preprocessing.spacing_mm = list(spacing_mm)
     return save_model(folder, build_network(config.architecture), config)
 
 
@@ -241,3 +242,20 @@ def test_swinunetr_preset_is_freetumors_segmenter():
         4: "pancreas_tumor", 5: "kidney", 6: "kidney_tumor",
     }  # fmt: skip
     assert isinstance(ModelConfig.from_dict(config.to_dict()), ModelConfig)
+
+
+def test_segment_a_real_ct_keeps_tumors_inside_the_given_organs(shared_data, tmp_path):
+    folder = shared_data / "totalseg_example"
+    model = tiny_model(tmp_path / "model", spacing_mm=(2.5, 2.5, 2.5))
+    out = tmp_path / "out"
+    argv = ["segment", str(folder / "example_ct_sm.nii.gz"), "-o", str(out), "--model", str(model)]
+    argv += ["--organs", str(folder / "example_seg.nii.gz"), "--min-tumor-ml", "0", "--no-snapshot"]
+    assert main(argv) == 0
+    ct = read_volume(folder / "example_ct_sm.nii.gz")
+    labels = read_labels(out / "labels.nii.gz")
+    assert labels.volume.same_grid(ct, tolerance_mm=0)
+    organs = read_labels(folder / "example_seg.nii.gz")
+    for tumor_id, host in ((2, "liver"), (4, "pancreas"), (6, "kidney")):
+        tumor = labels.array == tumor_id
+        assert not (tumor & ~np.isin(organs.array, organs.ids_for(host))).any()
+    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "labels.nii.gz", "lesions.json"]
