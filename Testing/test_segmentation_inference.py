@@ -202,3 +202,18 @@ def test_lesion_records_hand_computed():
     assert record.mean_hu == pytest.approx(20) and record.contrast_hu == pytest.approx(-40)
     assert lesion.to_dict()["score"] == pytest.approx(0.75)
     assert lesion.to_dict()["size_class"] == "tiny"
+
+
+def test_swinunetr_folder_runs_or_names_its_missing_package(tmp_path):
+    from monai.utils import optional_import
+
+    config = preset_config("swinunetr_v2_fs48")
+    config.architecture["args"]["feature_size"] = 12
+    config.preprocessing.patch_size_voxels = [32, 32, 32]
+    folder = save_model(tmp_path / "swin", build_network(config.architecture), config)
+    ct, _, _, _ = phantom_ct((1.5, 1.5, 1.5), np.eye(3), shape=(20, 30, 30))
+    if optional_import("einops")[1]:
+        assert segment(ct, folder, device="cpu").labels.volume.same_grid(ct)
+    else:
+        with pytest.raises(InputError, match="needs the einops package to run: pip install einops"):
+            segment(ct, folder, device="cpu")

@@ -107,8 +107,17 @@ def _model(model, device) -> LoadedModel:
             raise InputError(
                 f"this is a {model.config.task!r} model, not a {TASK!r} model", model.folder / CONFIG_FILE
             )
-        return model
-    return load_model(model, device=device, task=TASK)
+    else:
+        model = load_model(model, device=device, task=TASK)
+    if model.config.network_name == "SwinUNETR":
+        from monai.utils import optional_import
+
+        if not optional_import("einops")[1]:
+            raise InputError(
+                "MONAI's SwinUNETR needs the einops package to run: pip install einops",
+                model.folder / CONFIG_FILE,
+            )
+    return model
 
 
 def _windows(shape_zyx, roi, overlap: float) -> int:
