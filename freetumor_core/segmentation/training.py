@@ -53,6 +53,7 @@ class _Case:
     spacing: tuple[float, float, float]
     labelled: bool
     source: str
+    centres: np.ndarray  # (N, 3) voxels a positive crop is centred on: tumor (labelled) or organ
 
 
 def _resample(volume: Volume, spacing, interpolator, default: float) -> np.ndarray:
@@ -131,9 +132,11 @@ class SegmentationCrops(torch.utils.data.Dataset):
         pad = [(0, max(self.crop - n, 0)) for n in hu.shape]
         hu = np.pad(hu.astype(np.float32), pad, constant_values=-1024.0)
         target = np.pad(target, pad)
-        labelled = bool(np.isin(target, list(tumor_labels(self.names))).any())
+        tumor = np.isin(target, list(tumor_labels(self.names)))
+        labelled = bool(tumor.any())
+        centres = np.argwhere(tumor if labelled else target > 0)
         grid_spacing = tuple(float(s) for s in (spacing or ct.spacing))
-        return _Case(hu, target, grid_spacing, labelled, str(entry.image))  # type: ignore[arg-type]
+        return _Case(hu, target, grid_spacing, labelled, str(entry.image), centres)  # type: ignore[arg-type]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -147,11 +150,8 @@ class SegmentationCrops(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         case = cases[index % len(cases)]
         shape = np.array(case.hu.shape)
-        tumor_ids = list(tumor_labels(self.names))
-        wanted = np.isin(case.target, tumor_ids) if case.labelled else case.target > 0
-        if rng.random() < self.positive_ratio and wanted.any():
-            voxels = np.argwhere(wanted)
-            corner = voxels[rng.integers(len(voxels))] - self.crop // 2
+        if rng.random() < self.positive_ratio and len(case.centres):
+            corner = case.centres[rng.integers(len(case.centres))] - self.crop // 2
         else:
             corner = rng.integers(0, shape - self.crop + 1)
         corner = np.clip(corner, 0, shape - self.crop)
@@ -178,7 +178,7 @@ class SegmentationCrops(torch.utils.data.Dataset):
                 result = synthesize(ct, labels, spec, seed=int(rng.integers(2**31)))
         except InputError:  # this crop's part of the organ cannot hold a tumor: keep it healthy
             return hu, target
-        tumor_id = next(k for k, n in self.names.items() if n == f"{organ}_tumor")
+        tumor_id = next(k for k, n in tumor_labels(self.names).items() if host_organ(n) == organ)
         target = target.copy()
         target[result.tumor_mask] = tumor_id
         return result.ct.array.astype(np.float32), target
@@ -191,9 +191,7 @@ class SegmentationCrops(torch.utils.data.Dataset):
             image = (np.clip(image, low, high) - low) / (high - low)
         channels = [image]
         if int(self.config.architecture["args"].get("in_channels", 1)) == 2:
-            channels.append(
-                (target > 0).astype(np.float32) * 0 + np.isin(target, list(self.names)).astype(np.float32)
-            )
+            channels.append((target > 0).astype(np.float32))  # the organs, their tumors included
         return {
             "image": torch.from_numpy(np.ascontiguousarray(np.stack(channels), dtype=np.float32)),
             "label": torch.from_numpy(target.astype(np.int64))[None],
