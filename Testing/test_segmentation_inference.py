@@ -217,3 +217,13 @@ def test_swinunetr_folder_runs_or_names_its_missing_package(tmp_path):
     else:
         with pytest.raises(InputError, match="needs the einops package to run: pip install einops"):
             segment(ct, folder, device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_agrees_with_the_cpu(tmp_path):
+    ct, organs, _, _ = phantom_ct((0.8, 0.7, 2.5), FLIPPED)
+    on_cpu = segment(ct, intensity_model(tmp_path), organs=organs, device="cpu")
+    on_gpu = segment(ct, intensity_model(tmp_path), organs=organs, device="cuda")
+    assert on_gpu.labels.volume.same_grid(ct)
+    assert np.mean(on_gpu.labels.array == on_cpu.labels.array) >= 0.999

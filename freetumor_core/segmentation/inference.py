@@ -176,7 +176,7 @@ def segment(
         if not organs.volume.same_grid(ct):
             raise InputError("organ labels are not on the CT's grid (align them first)", source)
         organ_masks = _organ_masks(organs, names)
-        if not organ_masks:
+        if tumor_labels(names) and not organ_masks:
             wanted = sorted({host_organ(n) or "any organ" for n in tumor_labels(names).values()})
             present = ", ".join(sorted(set(organs.present().values()))) or "none"
             raise InputError(
