@@ -244,13 +244,17 @@ def test_swinunetr_preset_is_freetumors_segmenter():
     assert isinstance(ModelConfig.from_dict(config.to_dict()), ModelConfig)
 
 
-def test_segment_a_real_ct_keeps_tumors_inside_the_given_organs(shared_data, tmp_path):
+def test_segment_a_real_ct_keeps_tumors_inside_the_given_organs(shared_data, tmp_path, capsys):
     folder = shared_data / "totalseg_example"
     model = tiny_model(tmp_path / "model", spacing_mm=(2.5, 2.5, 2.5))
     out = tmp_path / "out"
-    argv = ["segment", str(folder / "example_ct_sm.nii.gz"), "-o", str(out), "--model", str(model)]
-    argv += ["--organs", str(folder / "example_seg.nii.gz"), "--min-tumor-ml", "0", "--no-snapshot"]
-    assert main(argv) == 0
+    argv = ["--progress", "json", "segment", str(folder / "example_ct_sm.nii.gz"), "-o", str(out)]
+    argv += ["--model", str(model), "--organs", str(folder / "example_seg.nii.gz"), "--min-tumor-ml", "0"]
+    assert main([*argv, "--no-snapshot"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    windows = [e for e in events if e["event"] == "progress" and e["task"] == "segment"]
+    assert windows[-1]["done"] == windows[-1]["total"] > 0
+    assert events[-1]["event"] == "done" and set(events[-1]["outputs"]) == {"labels", "lesions"}
     ct = read_volume(folder / "example_ct_sm.nii.gz")
     labels = read_labels(out / "labels.nii.gz")
     assert labels.volume.same_grid(ct, tolerance_mm=0)
