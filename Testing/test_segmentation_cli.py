@@ -263,3 +263,14 @@ def test_segment_a_real_ct_keeps_tumors_inside_the_given_organs(shared_data, tmp
         tumor = labels.array == tumor_id
         assert not (tumor & ~np.isin(organs.array, organs.ids_for(host))).any()
     assert sorted(p.name for p in out.iterdir()) == ["labels.json", "labels.nii.gz", "lesions.json"]
+
+
+def test_model_import_refuses_corrupt_and_missing_files(tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert main(["model", "import", str(broken), "-o", str(tmp_path / "m")]) == 2
+    assert "broken.safetensors: corrupt or truncated safetensors file" in capsys.readouterr().err
+    assert main(["model", "import", str(tmp_path / "absent.pt"), "-o", str(tmp_path / "m")]) == 2
+    assert "absent.pt: state dict not found" in capsys.readouterr().err
+    assert main(["model", "import", str(broken), "-o", str(tmp_path / "m"), "--architecture", "Nope"]) == 2
+    assert "no preset for the network 'Nope'" in capsys.readouterr().err
