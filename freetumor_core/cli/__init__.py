@@ -22,7 +22,7 @@ from ..progress import make_progress
 from .common import common_parser, default_mode
 
 # One module per command group, each with ``register(commands, common)``.
-GROUPS: list[str] = ["foundation", "synthesis", "turing", "bench", "model", "train"]
+GROUPS: list[str] = ["foundation", "synthesis", "turing", "bench", "model", "train", "segmentation"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,39 @@ def command_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_segmenter(args: argparse.Namespace) -> int:
+    from ..segmentation import preset_config
+    from ..segmentation.training import SegmenterTask
+    from ..training import train
+
+    config = train_config_from_args(args)
+    model = preset_config(args.preset)
+    if args.spacing_mm:
+        model.preprocessing.spacing_mm = list(args.spacing_mm)
+    task = SegmenterTask(
+        args.datalist,
+        model,
+        crop_voxels=args.crop_voxels,
+        samples=args.samples,
+        synthetic_ratio=args.synthetic_ratio,
+        positive_ratio=args.positive_ratio,
+        engine=args.engine,
+        seed=config.seed,
+    )
+    result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
+    from ..progress import distributed_rank
+
+    if distributed_rank()[0] == 0:
+        print_result(
+            args,
+            {"run": str(result.run_dir), "model": str(result.model_dir), "steps": result.steps,
+             "losses": result.losses, "metrics": result.metrics},
+        )  # fmt: skip
+        if not json_mode(args):
+            print(f"trained {result.steps} steps; model written to {result.model_dir}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``train`` and its trainers."""
     train = commands.add_parser("train", parents=[common], help="train a model (one process or torchrun)")
@@ -124,3 +157,42 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     toy.add_argument("--crop-voxels", type=int, default=32, help="crop edge in voxels (default 32)")
     add_trainer_arguments(toy, steps=40, lr=1e-2, batch_size=4, checkpoint_every=10, log_every=1)
     toy.set_defaults(handler=command_toy)
+    from ..segmentation import PRESETS
+    from .common import bounded
+
+    segmenter = trainers.add_parser(
+        "segmenter",
+        parents=[common],
+        help="a tumor segmenter on a datalist; unlabelled cases get synthetic tumors online",
+    )
+    segmenter.add_argument(
+        "--datalist", required=True, metavar="FILE", help="MONAI/MSD datalist (training, validation)"
+    )
+    segmenter.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
+    segmenter.add_argument(
+        "--preset", choices=sorted(PRESETS), default="default", help="network preset (default: default)"
+    )
+    segmenter.add_argument(
+        "--spacing-mm", type=float, nargs=3, metavar=("X", "Y", "Z"), help="training spacing (default 1.5 mm)"
+    )
+    segmenter.add_argument(
+        "--crop-voxels", type=bounded(int, 16, 512, "crop-voxels"), default=96, help="crop edge (default 96)"
+    )
+    segmenter.add_argument(
+        "--samples", type=bounded(int, 1, 10**7, "samples"), default=64, help="crops per epoch (default 64)"
+    )
+    segmenter.add_argument(
+        "--synthetic-ratio",
+        type=bounded(float, 0.0, 1.0, "synthetic-ratio"),
+        default=0.5,
+        help="share of unlabelled crops that get a synthetic tumor (default 0.5)",
+    )
+    segmenter.add_argument(
+        "--positive-ratio",
+        type=bounded(float, 0.0, 1.0, "positive-ratio"),
+        default=2 / 3,
+        help="share of crops centred on a tumor or organ voxel (default 0.67)",
+    )
+    segmenter.add_argument("--engine", default="handcrafted", help="synthesis engine (default handcrafted)")
+    add_trainer_arguments(segmenter, steps=2000, lr=1e-3, batch_size=2, warmup_steps=100, validate_every=200)
+    segmenter.set_defaults(handler=command_segmenter)

@@ -1,0 +1,86 @@
+"""The segmenter trainer on the shared loop: crops with online synthetic tumors, and a few steps that
+lower the loss on a tiny real set (a TotalSegmentator example CT, labelled and unlabelled)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freetumor_core.cli import main
+from freetumor_core.labels import read_labels
+from freetumor_core.models import load_model
+from freetumor_core.segmentation import preset_config
+from freetumor_core.segmentation.training import SegmenterTask
+from freetumor_core.synthesis import TumorSpec, synthesize
+from freetumor_core.volume import read_ct, read_volume, write_volume
+
+
+@pytest.fixture(scope="module")
+def datalist(shared_data, tmp_path_factory) -> Path:
+    """A labelled case (the example CT with one synthetic liver tumor written as its label) and an
+    unlabelled one (the same CT with its organ labels only)."""
+    folder = tmp_path_factory.mktemp("datalist")
+    source = shared_data / "totalseg_example"
+    ct = read_ct(source / "example_ct_sm.nii.gz")
+    organs = read_labels(source / "example_seg.nii.gz")
+    labelled = synthesize(ct, organs, TumorSpec(organ="liver", size="medium"), seed=3)
+    write_volume(labelled.ct, folder / "tumor_ct.nii.gz")
+    labelled.labels.save(folder / "tumor_labels.nii.gz")
+    entries = [
+        {"image": "tumor_ct.nii.gz", "label": "tumor_labels.nii.gz"},
+        {"image": str(source / "example_ct_sm.nii.gz"), "label": str(source / "example_seg.nii.gz")},
+    ]
+    path = folder / "datalist.json"
+    path.write_text(json.dumps({"training": entries}))
+    return path
+
+
+def small_config():
+    config = preset_config("default")
+    config.architecture["args"].update(channels=[8, 16, 32], strides=[2, 2])
+    config.preprocessing.spacing_mm = [3.0, 3.0, 3.0]
+    return config
+
+
+def test_crops_get_synthetic_tumors_only_in_unlabelled_cases_and_repeat(datalist):
+    task = SegmenterTask(datalist, small_config(), crop_voxels=32, samples=12, synthetic_ratio=1.0, seed=4)
+    cases = task.data.cases()
+    assert [case.labelled for case in cases] == [True, False]
+    tumor_ids = [2, 4, 6]
+    # odd indices are the unlabelled case: centred on an organ, each crop gets a synthetic tumor
+    synthetic = [np.isin(task.data[i]["label"].numpy(), tumor_ids).sum() for i in range(1, 12, 2)]
+    assert sum(count > 0 for count in synthetic) >= 3
+    again = SegmenterTask(datalist, small_config(), crop_voxels=32, samples=12, synthetic_ratio=1.0, seed=4)
+    assert np.array_equal(task.data[3]["image"].numpy(), again.data[3]["image"].numpy())
+    healthy = SegmenterTask(datalist, small_config(), crop_voxels=32, samples=12, synthetic_ratio=0.0, seed=4)
+    assert all(not np.isin(healthy.data[i]["label"].numpy(), tumor_ids).any() for i in range(1, 12, 2))
+    item = task.data[0]
+    assert item["image"].shape == (1, 32, 32, 32) and 0.0 <= float(item["image"].min())
+    assert float(item["image"].max()) <= 1.0
+
+
+@pytest.mark.slow
+def test_a_few_steps_lower_the_loss_and_the_model_segments(datalist, tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "segmenter", "--datalist", str(datalist), "-o", str(run), "--crop-voxels", "32"]
+    argv += ["--spacing-mm", "3", "3", "3", "--samples", "8", "--synthetic-ratio", "1", "--steps", "16"]
+    argv += ["--lr", "0.01", "--warmup-steps", "2", "--log-every", "1", "--validate-every", "16"]
+    argv += ["--device", "cpu", "--batch-size", "2"]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["losses"]["loss"] for line in lines if "losses" in line]
+    assert len(losses) >= 16
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
+    model = load_model(run / "model", device="cpu", task="segmentation")
+    assert model.config.preprocessing.patch_size_voxels == [32, 32, 32]
+    assert "synthetic tumors" in model.config.provenance["training_data"]
+    assert 0.0 <= model.config.metrics["dice_liver"] <= 1.0 and "dice_mean" in model.config.metrics
+    ct_path = datalist.parent / "tumor_ct.nii.gz"
+    out = tmp_path / "seg"
+    assert (
+        main(["segment", str(ct_path), "-o", str(out), "--model", str(run / "model"), "--no-snapshot"]) == 0
+    )
+    assert read_labels(out / "labels.nii.gz").volume.same_grid(read_volume(ct_path), tolerance_mm=0)

@@ -1,0 +1,262 @@
+"""Whole-CT inference: ``segment(ct, model) -> SegmentationResult``, in the CT's own geometry.
+
+Steps: the CT (HU) is clipped to the model's HU window and scaled to [0, 1]; resampled (linear) to
+the model's spacing on a grid with the CT's origin and direction, so voxel (0, 0, 0) stays where it
+was and the grid covers the CT; MONAI's sliding-window inference (Gaussian weighting) gives class
+probabilities, averaged over flips of each axis with ``tta``; each class probability is resampled
+(linear) back onto the CT's grid, where the label is the most probable class. Resampling goes
+through physical coordinates (SimpleITK), so no voxel shifts, on any spacing or direction. Then the
+post-processing rules of :mod:`.postprocess` and the lesions as records.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..errors import InputError
+from ..labels import LabelMap
+from ..lesions import MIN_LESION_ML, is_lesion_label
+from ..models import CONFIG_FILE, LoadedModel, load_model
+from ..progress import ProgressLike, make_progress
+from ..volume import Volume
+from .networks import host_organ, takes_organ_channel, tumor_labels
+from .postprocess import Lesion, find_lesions, postprocess
+
+__all__ = ["DEFAULT_OVERLAP", "SegmentationResult", "model_grid", "segment", "to_ct_grid"]
+
+DEFAULT_OVERLAP = 0.25
+DEFAULT_PATCH_VOXELS = (96, 96, 96)
+TASK = "segmentation"
+
+
+@dataclass
+class SegmentationResult:
+    """What :func:`segment` found, on the CT's grid.
+
+    Attributes:
+        labels: the label map (the model's label names), the CT's geometry exactly.
+        lesions: the lesions (records with the mean tumor probability as the score).
+        tumor_probability: the probability of any tumor class per voxel (float32, ``(z, y, x)``).
+        settings: how it ran (model folder, device, overlap, tta, windows, seconds).
+    """
+
+    labels: LabelMap
+    lesions: list[Lesion]
+    tumor_probability: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+def model_grid(ct: Volume, spacing_mm) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    """Size and spacing ``(x, y, z)`` of the model's grid: the CT's origin and direction, voxels of
+    ``spacing_mm``, and enough of them that the last voxel centre reaches past the CT's last one."""
+    spacing = tuple(float(s) for s in spacing_mm)
+    size = tuple(
+        math.ceil((n - 1) * s / t - 1e-6) + 1
+        for n, s, t in zip(ct.shape[::-1], ct.spacing, spacing, strict=True)
+    )
+    return size, spacing  # type: ignore[return-value]
+
+
+def _resample(image: sitk.Image, size, spacing, origin, direction, interpolator) -> sitk.Image:
+    return sitk.Resample(
+        image, list(size), sitk.Transform(), interpolator, origin, spacing, direction, 0.0, sitk.sitkFloat32
+    )
+
+
+def to_ct_grid(array: np.ndarray, grid: Volume, ct: Volume) -> np.ndarray:
+    """An array on ``grid`` (a model-grid volume) resampled (linear) onto ``ct``'s grid, float32."""
+    image = grid.like(np.ascontiguousarray(array, dtype=np.float32)).to_sitk()
+    back = _resample(
+        image, ct.shape[::-1], ct.spacing, ct.origin, tuple(ct.direction.flatten()), sitk.sitkLinear
+    )
+    return sitk.GetArrayFromImage(back)
+
+
+def _window(array: np.ndarray, window) -> np.ndarray:
+    if window is None:
+        return array.astype(np.float32)
+    low, high = (float(v) for v in window)
+    return ((np.clip(array.astype(np.float32), low, high) - low) / (high - low)).astype(np.float32)
+
+
+def _organ_masks(organs: LabelMap, label_names: dict[int, str]) -> dict[str | None, np.ndarray]:
+    """Host organ -> mask, for the model's hosts that ``organs`` has voxels of (``None``: any)."""
+    masks: dict[str | None, np.ndarray] = {}
+    for name in tumor_labels(label_names).values():
+        host = host_organ(name)
+        if host is None:
+            ids = [key for key, value in organs.present().items() if not is_lesion_label(value)]
+        else:
+            ids = organs.ids_for(host)
+        mask = np.isin(organs.array, ids) if ids else None
+        if mask is not None and mask.any():
+            masks[host] = mask
+    return masks
+
+
+def _model(model, device) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        if model.config.task != TASK:
+            raise InputError(
+                f"this is a {model.config.task!r} model, not a {TASK!r} model", model.folder / CONFIG_FILE
+            )
+    else:
+        model = load_model(model, device=device, task=TASK)
+    if model.config.network_name == "SwinUNETR":
+        from monai.utils import optional_import
+
+        if not optional_import("einops")[1]:
+            raise InputError(
+                "MONAI's SwinUNETR needs the einops package to run: pip install einops",
+                model.folder / CONFIG_FILE,
+            )
+    return model
+
+
+def _windows(shape_zyx, roi, overlap: float) -> int:
+    from monai.data.utils import dense_patch_slices
+
+    roi = [min(r, s) for r, s in zip(roi, shape_zyx, strict=True)]
+    interval = [max(int(r * (1 - overlap)), 1) if s > r else r for r, s in zip(roi, shape_zyx, strict=True)]
+    return len(dense_patch_slices(shape_zyx, roi, interval))
+
+
+def segment(
+    ct: Volume,
+    model: LoadedModel | str | os.PathLike[str],
+    organs: LabelMap | None = None,
+    device: str | torch.device = "auto",
+    overlap: float = DEFAULT_OVERLAP,
+    tta: bool = False,
+    min_tumor_ml: float = MIN_LESION_ML,
+    batch_size: int = 1,
+    progress: ProgressLike = None,
+) -> SegmentationResult:
+    """Segment a whole CT with a segmentation model folder (or a loaded model).
+
+    Args:
+        ct: CT in HU.
+        model: a model folder of task ``segmentation``, or a :class:`LoadedModel`.
+        organs: organ labels on ``ct``'s grid (:func:`freetumor_core.labels.align_to`): tumors are
+            kept inside them, and a model that takes an organ channel gets them as input.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        overlap: sliding-window overlap, 0 to < 1.
+        tta: average the probabilities over flips of each axis (4 passes).
+        min_tumor_ml: tumor pieces below this volume are removed.
+        batch_size: windows per forward pass.
+        progress: reporter; reports the task ``segment`` (windows done of all).
+
+    Raises:
+        InputError: a folder of another task or a broken one, organ labels that hold none of the
+            model's organs, organ labels missing for a model that needs them, or a bad overlap.
+    """
+    import time
+
+    from monai.inferers import sliding_window_inference
+
+    from ..device import autocast, resolve_device
+
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"overlap must be from 0 to below 1, got {overlap}")
+    started = time.perf_counter()
+    torch_device = resolve_device(device)
+    loaded = _model(model, torch_device)
+    config, network = loaded.config, loaded.network.to(torch_device).eval()
+    names = dict(config.label_names) or {0: "background"}
+    organ_masks = None
+    if organs is not None:
+        source = organs.volume.metadata.get("freetumor:source")
+        if not organs.volume.same_grid(ct):
+            raise InputError("organ labels are not on the CT's grid (align them first)", source)
+        organ_masks = _organ_masks(organs, names)
+        if tumor_labels(names) and not organ_masks:
+            wanted = sorted({host_organ(n) or "any organ" for n in tumor_labels(names).values()})
+            present = ", ".join(sorted(set(organs.present().values()))) or "none"
+            raise InputError(
+                f"the organ labels hold none of the model's organs ({', '.join(wanted) or 'none'}; "
+                f"labels present: {present})",
+                source,
+            )
+    if takes_organ_channel(config) and organs is None:
+        raise InputError(
+            "this model takes organ labels as a second input channel: give organ labels (--organs)",
+            loaded.folder / CONFIG_FILE,
+        )
+    pre = config.preprocessing
+    image = _window(ct.array, pre.hu_window)
+    channels = [image]
+    if takes_organ_channel(config):
+        channels.append(np.any(np.stack(list(organ_masks.values())), axis=0).astype(np.float32))
+    if pre.spacing_mm is not None and not np.allclose(pre.spacing_mm, ct.spacing, rtol=0, atol=1e-6):
+        size, spacing = model_grid(ct, pre.spacing_mm)
+        direction = tuple(ct.direction.flatten())
+        interpolators = [sitk.sitkLinear, sitk.sitkNearestNeighbor]
+        channels = [
+            sitk.GetArrayFromImage(
+                _resample(ct.like(c).to_sitk(), size, spacing, ct.origin, direction, interpolators[i])
+            )
+            for i, c in enumerate(channels)
+        ]
+        grid = Volume(np.zeros(size[::-1], np.uint8), spacing, ct.origin, ct.direction)
+    else:
+        grid = None
+    inputs = torch.from_numpy(np.stack(channels))[None].to(torch_device)
+    roi = list(pre.patch_size_voxels or DEFAULT_PATCH_VOXELS)[::-1]
+    flips = [(), (2,), (3,), (4,)] if tta else [()]
+    reporter = make_progress(progress)
+    per_pass = math.ceil(_windows(inputs.shape[2:], roi, overlap) / batch_size)
+    total, done = per_pass * len(flips), 0
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        with autocast(torch_device):
+            logits = network(batch)
+        done += 1
+        reporter.update("segment", min(done, total), total)
+        return torch.softmax(logits.float(), dim=1)
+
+    reporter.update("segment", 0, total)
+    probabilities = None
+    with torch.inference_mode():
+        for axes in flips:
+            flipped = torch.flip(inputs, axes) if axes else inputs
+            output = sliding_window_inference(
+                flipped, roi, batch_size, predictor, overlap=overlap, mode="gaussian", sw_device=torch_device
+            )
+            output = torch.flip(output, axes) if axes else output
+            probabilities = output if probabilities is None else probabilities + output
+    probabilities = (probabilities[0] / len(flips)).float().cpu().numpy()
+    del inputs
+    tumor_ids = set(tumor_labels(names))
+    best = np.full(ct.shape, -1.0, np.float32)
+    labels = np.zeros(ct.shape, np.uint8 if max(names) < 256 else np.int32)
+    tumor_probability = np.zeros(ct.shape, np.float32)
+    for channel in range(probabilities.shape[0]):
+        values = probabilities[channel] if grid is None else to_ct_grid(probabilities[channel], grid, ct)
+        better = values > best
+        best[better] = values[better]
+        labels[better] = channel
+        if channel in tumor_ids:
+            tumor_probability += values
+    del probabilities, best
+    spacing_zyx = ct.spacing_zyx
+    cleaned = postprocess(labels, names, spacing_zyx, organ_masks, min_tumor_ml)
+    label_map = LabelMap(ct.like(cleaned), {key: value for key, value in names.items() if key != 0})
+    lesions = find_lesions(ct, label_map, tumor_probability)
+    settings = {
+        "model": str(Path(loaded.folder)),
+        "device": str(torch_device),
+        "overlap": overlap,
+        "tta": tta,
+        "windows": total,
+        "model_spacing_mm": pre.spacing_mm,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return SegmentationResult(label_map, lesions, np.clip(tumor_probability, 0.0, 1.0), settings)
