@@ -307,15 +307,8 @@ def add_tumor_table(
 ) -> slicer.vtkMRMLTableNode:
     """A table node with one row per tumor: organ, size class, diameter (mm), volume (mL),
     contrast (HU) and centre (RAS mm)."""
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    table = node.GetTable()
-    for column, _unit, _description in TABLE_COLUMNS:
-        array = vtk.vtkStringArray() if column in ("organ", "size_class") else vtk.vtkDoubleArray()
-        array.SetName(column)
-        array.SetNumberOfValues(len(records))
-        table.AddColumn(array)
-    for row, record in enumerate(records):
-        values = (
+    rows = [
+        (
             record.organ,
             record.size_class,
             record.diameter_mm,
@@ -323,13 +316,66 @@ def add_tumor_table(
             record.contrast_hu,
             *record.centre_ras_mm,
         )
+        for record in records
+    ]
+    return _add_table(scene, name, TABLE_COLUMNS, rows)
+
+
+TEXT_COLUMNS = ("organ", "size_class")
+LESION_TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (column name, unit, description)
+    ("organ", "", "host organ"),
+    ("diameter_mm", "mm", "equivalent-sphere diameter"),
+    ("volume_ml", "mL", "lesion volume"),
+    ("mean_hu", "HU", "mean HU inside the lesion"),
+    ("score", "", "mean tumor probability over the lesion, 0..1 (nan: none)"),
+    ("R_mm", "mm", "centre of mass, Right"),
+    ("A_mm", "mm", "centre of mass, Anterior"),
+    ("S_mm", "mm", "centre of mass, Superior"),
+)
+
+
+def add_lesion_table(
+    scene: slicer.vtkMRMLScene, lesions: Sequence[tuple[TumorRecord, float | None]], name: str
+) -> slicer.vtkMRMLTableNode:
+    """A table node with one row per found lesion ``(record, score)``: organ, diameter (mm),
+    volume (mL), mean HU, score and centre (RAS mm)."""
+    rows = [
+        (
+            record.organ,
+            record.diameter_mm,
+            record.volume_ml,
+            record.mean_hu,
+            float("nan") if score is None else score,
+            *record.centre_ras_mm,
+        )
+        for record, score in lesions
+    ]
+    return _add_table(scene, name, LESION_TABLE_COLUMNS, rows)
+
+
+def _add_table(
+    scene: slicer.vtkMRMLScene,
+    name: str,
+    columns: Sequence[tuple[str, str, str]],
+    rows: Sequence[Sequence[str | float]],
+) -> slicer.vtkMRMLTableNode:
+    """A table node of ``rows``: ``TEXT_COLUMNS`` hold strings, the others numbers."""
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    for column, _unit, _description in columns:
+        array = vtk.vtkStringArray() if column in TEXT_COLUMNS else vtk.vtkDoubleArray()
+        array.SetName(column)
+        array.SetNumberOfValues(len(rows))
+        table.AddColumn(array)
+    for row, values in enumerate(rows):
         for column_index, value in enumerate(values):
             array = table.GetColumn(column_index)
             if isinstance(array, vtk.vtkStringArray):
                 array.SetValue(row, str(value))
             else:
                 array.SetValue(row, float(value))
-    for column, unit, description in TABLE_COLUMNS:
+    for column, unit, description in columns:
         if unit:
             node.SetColumnUnitLabel(column, unit)
         node.SetColumnDescription(column, description)
