@@ -204,6 +204,31 @@ def test_console_synthesis_on_nodes_and_a_datalist_leaves_the_parameter_node_alo
     assert (first != ct.array).any() and (first != second).any()
 
 
+@pytest.mark.slow
+def test_console_segmentation_on_nodes_leaves_the_parameter_node_alone(modules, tmp_path):
+    from FreeTumorLib import nodes
+    from test_slicer_segment import intensity_model, painted_liver
+
+    logic = modules["FreeTumor"].FreeTumorLogic()
+    ct, labels, centre_ras = painted_liver()
+    scene = slicer.vtkMRMLScene()
+    ct_node = nodes.add_volume_node(scene, ct, "ct")
+    organs = nodes.add_segmentation_node(scene, labels, "ct organs", reference=ct_node)
+    model = intensity_model(tmp_path / "model")
+    found = logic.segment(ct_node, model, organSegmentation=organs, device="cpu", timeoutS=300)
+    assert found.segmentation.GetName() == "ct segmentation" and found.table.GetName() == "ct lesions"
+    [lesion] = found.lesions
+    assert lesion.record.organ == "liver" and found.table.GetNumberOfRows() == 1
+    # What a click in the lesion table does: every slice view of the scene centres on the lesion.
+    view = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSliceNode")
+    view.SetLayoutName("Red")
+    logic.centreViewsOn(lesion.record.centre_ras_mm)
+    position = [view.GetSliceToRAS().GetElement(i, 3) for i in range(3)]
+    assert position == pytest.approx(list(centre_ras), abs=1.0)
+    with pytest.raises(ValueError, match="choose a segmentation model folder"):
+        logic.segment(ct_node, "")
+
+
 def test_console_study_build_reading_and_scoring(modules, shared_data, tmp_path):
     from conftest import real_lesion_entries
 

@@ -79,8 +79,7 @@ def model(tmp_path_factory) -> Path:
     return intensity_model(tmp_path_factory.mktemp("models") / "intensity")
 
 
-@pytest.fixture(scope="module")
-def case():
+def painted_liver():
     """A small CT on a flipped, anisotropic grid: air, a liver slab at 100 HU and a bright ball (the
     tumor) inside it; returns the CT, the organ labels and the ball's centre (RAS mm)."""
     shape = (30, 60, 56)
@@ -95,6 +94,11 @@ def case():
     ct.array[ball] = TUMOR_HU
     labels = LabelMap(ct.like(liver.astype(np.uint8)), {1: "liver"})
     return ct, labels, ct.index_to_ras(centre_index)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return painted_liver()
 
 
 @pytest.fixture

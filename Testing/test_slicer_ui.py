@@ -157,6 +157,32 @@ def test_widget_ranges_and_choices_match_the_parameters(panel, module_tree):
     )
 
 
+def test_segment_widgets_match_the_parameters_and_the_job(panel, module_tree):
+    sys.path.insert(0, str(SLICER_DIR))
+    from FreeTumorLib.segmentation import DEVICES, OVERLAP_RANGE
+
+    children = _named_children(panel)
+    fields = _parameter_fields(module_tree)
+    devices = children["segmentDeviceComboBox"]
+    assert isinstance(devices, QComboBox)
+    assert [devices.itemText(i) for i in range(devices.count())] == list(
+        _module_constant(module_tree, "SEGMENT_DEVICES")
+    )
+    assert _module_constant(module_tree, "SEGMENT_DEVICES") == DEVICES
+    overlap = children["segmentOverlapSpinBox"]
+    assert isinstance(overlap, QDoubleSpinBox)
+    assert (overlap.minimum(), overlap.maximum()) == _within_range(fields["segmentOverlap"]) == OVERLAP_RANGE
+    # The lesion table's columns: what the brief of the panel promises, in this order.
+    table = children["lesionTableWidget"]
+    headers = [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())]
+    assert headers == ["organ", "diam. mm", "vol. mL", "mean HU", "score"]
+    assert children["segmentOrgansSelector"].property("noneEnabled") is True, "the organs are optional"
+    segment_fields = {name for name in fields if name.startswith("segment")}
+    assert segment_fields == {
+        "segmentVolume", "segmentOrgans", "segmentModel", "segmentDevice", "segmentOverlap", "segmentTta"
+    }  # fmt: skip
+
+
 def test_every_ui_name_each_module_uses_exists(any_panel):
     module, panel = any_panel
     source = _module_file(module).read_text()
@@ -245,8 +271,10 @@ def test_parameters_are_spec_fields_with_the_spec_ranges(module_tree):
 
     parameters = _parameter_fields(module_tree)
     spec = {parameter_name(spec_field.name): spec_field for spec_field in spec_fields()}
-    # Everything but the nodes, the seed and the display choice is a TumorSpec field, by name.
-    options = set(parameters) - {"inputVolume", "organSegmentation", "seed", "markCentres"}
+    # Everything but the nodes, the seed, the display choice and the segment* settings (the
+    # segmentation's) is a TumorSpec field, by name.
+    synthesis = {name for name in parameters if not name.startswith("segment")}
+    options = synthesis - {"inputVolume", "organSegmentation", "seed", "markCentres"}
     assert options and options <= set(spec), sorted(options - set(spec))
     for name in options:
         if spec[name].metadata["range"] is not None:

@@ -1,10 +1,10 @@
-"""FreeTumor: paint synthetic tumors into an organ of a CT, from 3D Slicer.
+"""FreeTumor: paint synthetic tumors into an organ of a CT, and segment tumors in a CT, from 3D Slicer.
 
-The panel is thin: it turns the chosen nodes into files, runs ``freetumor synthesize`` in a
-background process (``PythonSlicer -m freetumor_core ... --progress json``), shows its progress,
-and loads the results as nodes. All the work lives in the ``freetumor_core`` package; the MRML
-conversion, the process runner and the job live in ``FreeTumorLib`` (usable without the GUI), the
-package this extension's modules share.
+The panel is thin: it turns the chosen nodes into files, runs ``freetumor synthesize`` (or
+``freetumor segment``) in a background process (``PythonSlicer -m freetumor_core ... --progress
+json``), shows its progress, and loads the results as nodes. All the work lives in the
+``freetumor_core`` package; the MRML conversion, the process runner and the jobs live in
+``FreeTumorLib`` (usable without the GUI), the package this extension's modules share.
 
 This file needs Slicer's application (``qt``, ``ctk``, ``slicer.ScriptedLoadableModule``). Code
 that needs ``freetumor_core`` is imported only once the core is known to be installed, so the
@@ -15,6 +15,7 @@ wrapper reads the class annotations as types.)
 import importlib.util
 import logging
 import os
+import pathlib
 import sys
 from typing import Annotated, Union
 
@@ -46,6 +47,8 @@ from vtkSlicerSegmentationsModuleMRMLPython import vtkMRMLSegmentationNode
 # must load before the core is installed; Testing/test_slicer_ui.py checks that they agree.
 SIZE_CLASSES = ("tiny", "small", "medium", "large")
 DEFAULT_ORGANS = ("liver", "pancreas", "kidney")
+# The segmentation devices the panel offers (FreeTumorLib.segmentation.DEVICES; checked by the tests).
+SEGMENT_DEVICES = ("auto", "cpu", "cuda")
 POLL_INTERVAL_MS = 200
 
 
@@ -67,6 +70,10 @@ class FreeTumor(ScriptedLoadableModule):
             "the size class and the number of tumors, then Apply. The result is a new volume "
             "'&lt;CT&gt; synthetic', a segmentation with organ and tumor segments, a table of the "
             "tumors (diameter, volume, contrast, centre) and, optionally, points at the tumor centres. "
+            "Segment tumors: choose a CT, optionally its organ segmentation, and a segmentation model "
+            "folder, then Apply: the result is a segmentation '&lt;CT&gt; segmentation' with organ and "
+            "tumor segments and a table of the lesions found (organ, diameter, volume, mean HU, score); "
+            "click a row to centre the views on that lesion. "
             "The work runs in a background process; Cancel stops it."
         )
         self.parent.acknowledgementText = _(
@@ -86,6 +93,11 @@ class FreeTumorParameterNode:
     organ: host organ name. size: size class. count: number of tumors. seed: random seed.
     marginMm: smallest tumor-to-organ-surface distance (mm). markCentres: add centre points.
     A parameter named like a TumorSpec field in camelCase (marginMm: margin_mm) is that field.
+
+    Segment tumors (parameters named segment*): segmentVolume: CT in HU. segmentOrgans: optional organ
+    segmentation or label map (tumors are kept inside its organs). segmentModel: segmentation model
+    folder. segmentDevice: auto, cpu or cuda. segmentOverlap: sliding-window overlap (0 to 0.95).
+    segmentTta: average over flips (test-time augmentation; 4x slower).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -96,6 +108,12 @@ class FreeTumorParameterNode:
     seed: Annotated[int, WithinRange(0, 99999999), Default(0)]
     marginMm: Annotated[float, WithinRange(0.0, 50.0), Default(3.0)]
     markCentres: Annotated[bool, Default(True)]
+    segmentVolume: vtkMRMLScalarVolumeNode
+    segmentOrgans: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007
+    segmentModel: pathlib.Path
+    segmentDevice: Annotated[str, Choice(list(SEGMENT_DEVICES)), Default("auto")]
+    segmentOverlap: Annotated[float, WithinRange(0.0, 0.95), Default(0.25)]
+    segmentTta: Annotated[bool, Default(False)]
 
 
 #
@@ -111,6 +129,8 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._job = None
+        self._segmentJob = None
+        self._lesions = []
         self._timer = None
 
     def setup(self) -> None:
@@ -130,6 +150,9 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.segmentApplyButton.connect("clicked(bool)", self.onSegmentApplyButton)
+        self.ui.segmentCancelButton.connect("clicked(bool)", self.onSegmentCancelButton)
+        self.ui.lesionTableWidget.connect("cellClicked(int,int)", self.onLesionClicked)
         # The organ list depends on the chosen segmentation, so it is kept in step by hand.
         self.ui.organSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOrgansChanged)
         self.ui.organComboBox.connect("currentTextChanged(QString)", self.onOrganChanged)
@@ -152,8 +175,9 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(error), windowTitle=dependencies.TITLE)
 
     def cleanup(self) -> None:
-        if self._job is not None and self._job.running:
-            self._job.cancel()
+        for job in (self._job, self._segmentJob):
+            if job is not None and job.running:
+                job.cancel()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -180,6 +204,8 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.organSegmentation = slicer.mrmlScene.GetFirstNodeByClass(
                 "vtkMRMLSegmentationNode"
             )
+        if not self._parameterNode.segmentVolume:
+            self._parameterNode.segmentVolume = self._parameterNode.inputVolume
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -207,6 +233,19 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             _("Synthesize tumors in a background process.")
             if ready
             else _("Choose a CT, its organs and an organ.")
+        )
+        segmenting = self._segmentJob is not None and self._segmentJob.running
+        segmentReady = bool(
+            self._parameterNode
+            and self._parameterNode.segmentVolume
+            and str(self._parameterNode.segmentModel).strip() not in ("", ".")
+        )
+        self.ui.segmentApplyButton.enabled = segmentReady and not segmenting
+        self.ui.segmentCancelButton.enabled = segmenting
+        self.ui.segmentApplyButton.toolTip = (
+            _("Segment tumors in a background process.")
+            if segmentReady
+            else _("Choose a CT and a model folder.")
         )
 
     def onOrgansChanged(self, node) -> None:
@@ -252,9 +291,11 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._job.cancel()
 
     def onTimer(self) -> None:
-        if self._job is None or not self._job.poll():
+        # One timer polls both jobs; it stops when neither runs.
+        running = [job.poll() for job in (self._job, self._segmentJob) if job is not None and job.running]
+        if not any(running):
             self._timer.stop()
-            self._updateButtons()
+        self._updateButtons()
 
     def onProgress(self, event: dict) -> None:
         total, done = event.get("total"), event.get("done", 0)
@@ -287,6 +328,78 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = text
         logging.info("FreeTumor: %s", text)
 
+    # -- segmenting -----------------------------------------------------------------------------
+    def onSegmentApplyButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not start the tumor segmentation."), waitCursor=True):
+            if not dependencies.ensure_core():
+                return
+            self._showLesions([])
+            self.ui.segmentProgressBar.setRange(0, 0)
+            self._setSegmentStatus(_("Starting..."))
+            self._segmentJob = self.logic.startSegmentation(
+                self._parameterNode,
+                onProgress=self.onSegmentProgress,
+                onDone=self.onSegmentDone,
+                onError=self.onSegmentError,
+            )
+            self._timer.start()
+        self._updateButtons()
+
+    def onSegmentCancelButton(self) -> None:
+        if self._segmentJob is not None:
+            self._setSegmentStatus(_("Cancelling..."))
+            self._segmentJob.cancel()
+
+    def onSegmentProgress(self, event: dict) -> None:
+        total, done = event.get("total"), event.get("done", 0)
+        if total:
+            self.ui.segmentProgressBar.setRange(0, int(total))
+            self.ui.segmentProgressBar.setValue(int(done))
+        self._setSegmentStatus(f"{event.get('task', '')}: {done}/{total or '?'}")
+
+    def onSegmentDone(self, outputs) -> None:
+        self.ui.segmentProgressBar.setRange(0, 100)
+        self.ui.segmentProgressBar.setValue(100)
+        self._showLesions(outputs.lesions)
+        self._setSegmentStatus(_("Done: {count} lesion(s) found.").format(count=len(outputs.lesions)))
+        slicer.util.setSliceViewerLayers(background=self._segmentJob.input_node, fit=False)
+
+    def onSegmentError(self, error: Exception) -> None:
+        self.ui.segmentProgressBar.setRange(0, 100)
+        self.ui.segmentProgressBar.setValue(0)
+        if getattr(error, "message", None) == "cancelled":
+            self._setSegmentStatus(_("Cancelled."))
+            return
+        self._setSegmentStatus(_("Failed: {error}").format(error=error))
+        slicer.util.errorDisplay(str(error), windowTitle=_("FreeTumor"))
+
+    def _showLesions(self, lesions) -> None:
+        """One row per lesion: organ, diameter (mm), volume (mL), mean HU, score."""
+        self._lesions = list(lesions)
+        table = self.ui.lesionTableWidget
+        table.setRowCount(len(self._lesions))
+        for row, lesion in enumerate(self._lesions):
+            record = lesion.record
+            score = "-" if lesion.score is None else f"{lesion.score:.2f}"
+            values = (
+                record.organ,
+                f"{record.diameter_mm:.1f}",
+                f"{record.volume_ml:.2f}",
+                f"{record.mean_hu:.0f}",
+                score,
+            )
+            for column, value in enumerate(values):
+                table.setItem(row, column, qt.QTableWidgetItem(value))
+        table.resizeColumnsToContents()
+
+    def onLesionClicked(self, row: int, column: int) -> None:
+        if 0 <= row < len(self._lesions):
+            self.logic.centreViewsOn(self._lesions[row].record.centre_ras_mm)
+
+    def _setSegmentStatus(self, text: str) -> None:
+        self.ui.segmentStatusLabel.text = text
+        logging.info("FreeTumor segment: %s", text)
+
 
 #
 # Logic
@@ -298,6 +411,8 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         logic = slicer.util.getModuleLogic("FreeTumor")
         outputs = logic.run(ctNode, segmentationNode, organ="liver", size="small", count=2, seed=1)
         results = logic.synthesizeDatalist("hosts.json", "/tmp/synthetic", organ="liver", count=1)
+        found = logic.segment(ctNode, model="/path/to/model", organSegmentation=None, device="auto")
+        logic.centreViewsOn(found.lesions[0].record.centre_ras_mm)
     """
 
     def getParameterNode(self):
@@ -376,6 +491,84 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         if job.error is not None:
             raise job.error
         return job.outputs
+
+    def startSegmentation(self, parameters, onProgress=None, onDone=None, onError=None):
+        """Start a segmentation job in a background process from the panel's ``segment*`` parameters.
+
+        Returns:
+            a running ``FreeTumorLib.segmentation.SegmentationJob``; poll it from a timer.
+
+        Raises:
+            ValueError: no CT or no model folder, or a setting is invalid.
+        """
+        from FreeTumorLib.segmentation import SegmentationJob, SegmentationRequest
+
+        request = SegmentationRequest(
+            model=str(parameters.segmentModel) if str(parameters.segmentModel) != "." else "",
+            device=parameters.segmentDevice,
+            overlap=parameters.segmentOverlap,
+            tta=parameters.segmentTta,
+        )
+        job = SegmentationJob(
+            parameters.segmentVolume,
+            parameters.segmentOrgans,
+            request,
+            on_progress=onProgress,
+            on_done=onDone,
+            on_error=onError,
+        )
+        return job.start()
+
+    def segment(
+        self,
+        inputVolume,
+        model,
+        organSegmentation=None,
+        device="auto",
+        overlap=0.25,
+        tta=False,
+        timeoutS=None,
+    ):
+        """Segment tumors in the CT of a node and wait (blocks; for the console and tests).
+
+        Args:
+            inputVolume: CT volume node (HU).
+            model: segmentation model folder.
+            organSegmentation: optional organ segmentation or label map node; tumors are kept
+                inside its organs.
+            device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+            overlap: sliding-window overlap, 0 to 0.95.
+            tta: average over flips of each axis (4x slower).
+            timeoutS: give up (and stop the process) after this many seconds.
+
+        Returns:
+            ``SegmentationOutputs``: the ``<CT> segmentation`` node (``None`` when nothing was
+            found), the ``<CT> lesions`` table node and the lesions (record and score).
+
+        Raises:
+            the job's error (``CoreProcessError`` for a failed run, ``ValueError`` for bad settings or
+            outputs), or ``TimeoutError`` after ``timeoutS`` seconds.
+        """
+        if not dependencies.ensure_core():
+            raise RuntimeError(dependencies.missing_core_message())
+        from FreeTumorLib.segmentation import SegmentationJob, SegmentationRequest
+
+        request = SegmentationRequest(model=str(model), device=device, overlap=overlap, tta=tta)
+        job = SegmentationJob(inputVolume, organSegmentation, request).start()
+        if not job.wait(timeoutS):
+            job.cancel()
+            job.wait()
+            raise TimeoutError(f"tumor segmentation did not finish within {timeoutS} s")
+        if job.error is not None:
+            raise job.error
+        return job.outputs
+
+    @staticmethod
+    def centreViewsOn(rasMm, scene=None):
+        """Centre every slice view on a point (RAS mm), e.g. a lesion's ``centre_ras_mm``."""
+        from FreeTumorLib.segmentation import centre_views_on
+
+        centre_views_on(scene or slicer.mrmlScene, rasMm)
 
     def synthesizeDatalist(
         self,
