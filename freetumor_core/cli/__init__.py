@@ -22,7 +22,16 @@ from ..progress import make_progress
 from .common import common_parser, default_mode
 
 # One module per command group, each with ``register(commands, common)``.
-GROUPS: list[str] = ["foundation", "synthesis", "turing", "bench", "model", "train", "segmentation"]
+GROUPS: list[str] = [
+    "foundation",
+    "synthesis",
+    "turing",
+    "bench",
+    "model",
+    "train",
+    "segmentation",
+    "reports",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
