@@ -62,6 +62,7 @@ def is_vessel(name: str) -> bool:
     return name.lower() in ORGAN_GROUPS["vessels"] and not is_lesion(name)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_lesion(name: str) -> bool:
     """Lesion labels: the one definition, :func:`freetumor_core.lesions.is_lesion_label`."""
     return is_lesion_label(name)
@@ -132,11 +133,14 @@ class Placer:
         flat = self.labels.reshape(-1)
         if self._organ_flat is None:
             # Rejection sampling costs well under a millisecond while the organ is more than about
-            # 1/1000 of the volume (a liver in a whole CT is 1/20); a full pass costs tens.
-            draws = self.rng.integers(0, flat.size, 64 * count)
-            hits = draws[self.table[flat[draws]] == ORGAN]
-            if len(hits) >= max(1, count // 4):
-                return np.stack(np.unravel_index(hits[:count], self.labels.shape), axis=1)
+            # 1/1000 of the volume (a liver in a whole CT is 1/20); a full pass costs tens. A few
+            # draws per voxel asked for suffice for an organ that fills much of a patch; more, for
+            # a small organ in a large volume.
+            for draws_per_voxel in (8, 64):
+                draws = self.rng.integers(0, flat.size, draws_per_voxel * count)
+                hits = draws[self.table[flat[draws]] == ORGAN]
+                if len(hits) >= max(1, count // 4):
+                    return np.stack(np.unravel_index(hits[:count], self.labels.shape), axis=1)
             self._organ_flat = np.flatnonzero(self.table[self.labels] == ORGAN)
         if len(self._organ_flat) == 0:
             return np.zeros((0, 3), dtype=np.int64)
