@@ -40,6 +40,7 @@ RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
 EXHAUSTIVE_CANDIDATES = 1000
 SCREEN_POINTS = 48
+FIRST_SCREENED = 16  # candidates screened before the rest
 DEEP_FIRST_MM = 14.0  # tumors whose centre must lie this deep (large ones) go straight to the depth map
 DEPTH_MAP_VOXELS = 24**3  # the organ depth map is computed on a grid coarsened to about this size
 DEPTH_SLACK = 0.9  # the shape's inscribed depth is an estimate: ask for a little less
@@ -68,8 +69,27 @@ def is_lesion(name: str) -> bool:
     return is_lesion_label(name)
 
 
+# The last few tables made: calls on the same host (a benchmark, a reader study, a training volume
+# seen again) ask for the same one, and a label map names a hundred labels or more.
+_TABLES: list[tuple[dict[int, str], tuple[int, ...], tuple[int, ...], int, np.ndarray]] = []
+TABLES_KEPT = 4
+
+
 def class_table(names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int) -> np.ndarray:
-    """uint8 lookup ``label id -> OTHER / ORGAN / AVOID / VESSEL`` of length ``size``."""
+    """uint8 lookup ``label id -> OTHER / ORGAN / AVOID / VESSEL`` of length ``size`` (a new array)."""
+    key = (tuple(organ_ids), tuple(extra_avoid), size)
+    for known, *known_key, table in _TABLES:
+        if tuple(known_key) == key and known == names:
+            return table.copy()
+    table = _class_table(names, organ_ids, extra_avoid, size)
+    _TABLES.insert(0, (dict(names), *key, table.copy()))
+    del _TABLES[TABLES_KEPT:]
+    return table
+
+
+def _class_table(
+    names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int
+) -> np.ndarray:
     table = np.zeros(size, dtype=np.uint8)
     for label, name in names.items():
         if label < size and is_lesion(name):
@@ -194,15 +214,19 @@ class Placer:
 
     def _screened(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray):
         """The centres that pass :meth:`_screen` and whose vessel points are small branches, in
-        order, one at a time: calibre is measured only up to the first centre that fits."""
-        centres, points, vessel = self._screen(shape, centres, offsets)
-        for centre, candidate_points, candidate_vessel in zip(centres, points, vessel, strict=True):
-            if candidate_vessel.any():
-                hits = candidate_points[candidate_vessel]
-                small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
-                if not small[hits[:, 0], hits[:, 1], hits[:, 2]].all():
-                    continue
-            yield centre
+        order, one at a time: calibre is measured only up to the first centre that fits. The first
+        few centres are screened alone, as one of them usually fits."""
+        for first, last in ((0, FIRST_SCREENED), (FIRST_SCREENED, len(centres))):
+            if first >= last:
+                break
+            passed, points, vessel = self._screen(shape, centres[first:last], offsets)
+            for centre, candidate_points, candidate_vessel in zip(passed, points, vessel, strict=True):
+                if candidate_vessel.any():
+                    hits = candidate_points[candidate_vessel]
+                    small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
+                    if not small[hits[:, 0], hits[:, 1], hits[:, 2]].all():
+                        continue
+                yield centre
 
     def place(self, shape: TumorShape, margin_mm: float, avoid_margin_mm: float) -> np.ndarray | None:
         """A centre ``(z, y, x)`` for ``shape`` that keeps every margin, or None when none is found."""
