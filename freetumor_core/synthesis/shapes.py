@@ -375,18 +375,24 @@ def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float
     operations (the first pass on booleans), about 8 times faster than a full exact transform of
     the box.
     """
-    # Pass 1, along x, on booleans: the nearest tumor voxel in the same row within the window.
     window = int(reach_mm // spacing[2])
-    squared = np.where(tumor, np.float32(0.0), np.float32(np.inf))
-    found = tumor.copy()
-    hit = np.empty_like(tumor)
-    for offset in range(1, window + 1):
-        hit[..., :-offset] = tumor[..., offset:]
-        hit[..., -offset:] = False
-        hit[..., offset:] |= tumor[..., :-offset]
-        hit &= ~found
-        np.copyto(squared, np.float32((offset * spacing[2]) ** 2), where=hit)
-        found |= hit
+    if 0 < window < tumor.shape[2] and not (tumor[..., :window].any() or tumor[..., -window:].any()):
+        # Pass 1, along x, on the flat buffer (contiguous, so several times faster than row by
+        # row): a shift that runs past a row's end reads the next row's first ``window`` voxels,
+        # which hold no tumor, so it finds nothing there, as the row's end would.
+        squared = _windowed_minimum(np.where(tumor, np.float32(0.0), np.float32(np.inf)), window, spacing[2])
+    else:
+        # Pass 1, along x, on booleans: the nearest tumor voxel in the same row within the window.
+        squared = np.where(tumor, np.float32(0.0), np.float32(np.inf))
+        found = tumor.copy()
+        hit = np.empty_like(tumor)
+        for offset in range(1, window + 1):
+            hit[..., :-offset] = tumor[..., offset:]
+            hit[..., -offset:] = False
+            hit[..., offset:] |= tumor[..., :-offset]
+            hit &= ~found
+            np.copyto(squared, np.float32((offset * spacing[2]) ** 2), where=hit)
+            found |= hit
     # Passes 2 and 3, along y then z: a windowed minimum of g(k) + (k * spacing)^2.
     for axis in (1, 0):
         window = int(reach_mm // spacing[axis])
@@ -407,6 +413,20 @@ def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float
                 np.minimum(result[target], term[target], out=result[target])
         squared = result
     return np.sqrt(squared)
+
+
+def _windowed_minimum(squared: np.ndarray, window: int, spacing_mm: float) -> np.ndarray:
+    """``min over |k| <= window of squared[i + k] + (k * spacing_mm)^2`` along the flat buffer."""
+    flat = squared.reshape(-1)
+    result = flat.copy()
+    term = np.empty_like(flat)
+    for offset in range(1, window + 1):
+        step = np.float32((offset * spacing_mm) ** 2)
+        np.add(flat[offset:], step, out=term[:-offset])
+        np.minimum(result[:-offset], term[:-offset], out=result[:-offset])
+        np.add(flat[:-offset], step, out=term[offset:])
+        np.minimum(result[offset:], term[offset:], out=result[offset:])
+    return result.reshape(squared.shape)
 
 
 def mean_in(values: np.ndarray, mask: np.ndarray) -> float:
