@@ -226,7 +226,19 @@ def edge_width_mm(radius_mm: float) -> float:
 
 
 def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> np.ndarray:
-    """The HU to add on the tumor's box before contrast calibration (float32, 0 far outside).
+    """The HU to add on the tumor's box before contrast calibration (float32, 0 far outside):
+    :func:`reached_difference` on the whole box."""
+    inner, reached = reached_difference(shape, look, rng)
+    difference = np.zeros(shape.box_shape, dtype=np.float32)
+    difference[inner] = reached
+    return difference
+
+
+def reached_difference(
+    shape: TumorShape, look: Look, rng: np.random.Generator
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The HU to add before contrast calibration, on the part of the tumor's box the soft edge
+    reaches (``inner``, which holds the whole tumor; the map is 0 elsewhere): ``(inner, map)``.
 
     Soft edge: a linear ramp from ``edge_width_mm / 2`` outside the surface to
     ``blur_fraction * radius`` (at least ``edge_width_mm / 2``, at most :data:`MAX_BLUR_MM`) inside,
@@ -262,9 +274,8 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
         # Zero mean inside, as the texture, so the contrast calibration does not rescale them.
         foci -= np.float32(mean_in(foci, depth > 0))
         body += foci
-    difference = np.zeros(shape.box_shape, dtype=np.float32)
-    difference[inner] = body * weight
-    return difference
+    body *= weight
+    return inner, body
 
 
 def calcified_foci(
