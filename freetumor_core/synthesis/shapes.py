@@ -380,7 +380,8 @@ def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float
         # Pass 1, along x, on the flat buffer (contiguous, so several times faster than row by
         # row): a shift that runs past a row's end reads the next row's first ``window`` voxels,
         # which hold no tumor, so it finds nothing there, as the row's end would.
-        squared = _windowed_minimum(np.where(tumor, np.float32(0.0), np.float32(np.inf)), window, spacing[2])
+        initial = np.where(tumor, np.float32(0.0), np.float32(np.inf))
+        squared = _windowed_minimum(initial.reshape(-1), 0, window, spacing[2]).reshape(tumor.shape)
     else:
         # Pass 1, along x, on booleans: the nearest tumor voxel in the same row within the window.
         squared = np.where(tumor, np.float32(0.0), np.float32(np.inf))
@@ -395,38 +396,39 @@ def _outside_distance_mm(tumor: np.ndarray, spacing: np.ndarray, reach_mm: float
             found |= hit
     # Passes 2 and 3, along y then z: a windowed minimum of g(k) + (k * spacing)^2.
     for axis in (1, 0):
-        window = int(reach_mm // spacing[axis])
-        result = squared.copy()
-        term = np.empty_like(squared)
-
-        def cut(start: int | None, stop: int | None, axis: int = axis) -> tuple[slice, ...]:
-            return (slice(None),) * axis + (slice(start, stop),)
-
-        for offset in range(1, window + 1):
-            # Each voxel takes the better of its neighbours ``offset`` before and after it.
-            step = np.float32((offset * spacing[axis]) ** 2)
-            for source, target in (
-                (cut(offset, None), cut(None, -offset)),
-                (cut(None, -offset), cut(offset, None)),
-            ):
-                np.add(squared[source], step, out=term[target])
-                np.minimum(result[target], term[target], out=result[target])
-        squared = result
+        squared = _windowed_minimum(squared, axis, int(reach_mm // spacing[axis]), spacing[axis])
     return np.sqrt(squared)
 
 
-def _windowed_minimum(squared: np.ndarray, window: int, spacing_mm: float) -> np.ndarray:
-    """``min over |k| <= window of squared[i + k] + (k * spacing_mm)^2`` along the flat buffer."""
-    flat = squared.reshape(-1)
-    result = flat.copy()
-    term = np.empty_like(flat)
-    for offset in range(1, window + 1):
+def _windowed_minimum(squared: np.ndarray, axis: int, window: int, spacing_mm: float) -> np.ndarray:
+    """``min over |k| <= window of squared[i + k] + (k * spacing_mm)^2`` along ``axis`` (a new
+    array). Per offset, the nearer of a voxel's two neighbours is taken first and the step added
+    once: three operations on the array instead of four."""
+    size = squared.shape[axis]
+    result = squared.copy()
+    term = np.empty_like(squared)
+
+    def cut(start: int, stop: int) -> tuple[slice, ...]:
+        return (slice(None),) * axis + (slice(start, stop),)
+
+    for offset in range(1, min(window, size - 1) + 1):
         step = np.float32((offset * spacing_mm) ** 2)
-        np.add(flat[offset:], step, out=term[:-offset])
-        np.minimum(result[:-offset], term[:-offset], out=result[:-offset])
-        np.add(flat[:-offset], step, out=term[offset:])
-        np.minimum(result[offset:], term[offset:], out=result[offset:])
-    return result.reshape(squared.shape)
+        if 2 * offset < size:
+            # Voxels with both neighbours, then the first and last ``offset`` with one each.
+            middle = cut(offset, size - offset)
+            np.minimum(squared[cut(0, size - 2 * offset)], squared[cut(2 * offset, size)], out=term[middle])
+            np.add(term[middle], step, out=term[middle])
+            np.add(squared[cut(offset, 2 * offset)], step, out=term[cut(0, offset)])
+            np.add(squared[cut(size - 2 * offset, size - offset)], step, out=term[cut(size - offset, size)])
+            np.minimum(result, term, out=result)
+        else:
+            for source, target in (
+                (cut(offset, size), cut(0, size - offset)),
+                (cut(0, size - offset), cut(offset, size)),
+            ):
+                np.add(squared[source], step, out=term[target])
+                np.minimum(result[target], term[target], out=result[target])
+    return result
 
 
 def mean_in(values: np.ndarray, mask: np.ndarray) -> float:
