@@ -250,8 +250,13 @@ def reached_difference(
         raise ValueError("the look has no HU yet: call Look.resolve(host_hu) first")
     edge = edge_width_mm(shape.radius_mm)
     # Work only where the ramp is non-zero: the box also holds the margin zones around the tumor.
-    reached = shape.distance_mm < np.float32(edge / 2.0)
-    inner = tuple(slice(int(a), int(b)) for a, b in zip(*_bounds(reached, margin=0), strict=True))
+    region = shape.estimate_region
+    reached = shape.distance_mm[region] < np.float32(edge / 2.0)
+    low, high = _bounds(reached, margin=0)
+    inner = tuple(
+        slice(int(a) + (r.start or 0), int(b) + (r.start or 0))
+        for a, b, r in zip(low, high, region, strict=True)
+    )
     depth = -shape.distance_mm[inner]
     outer = edge / 2.0
     blur = float(np.clip(look.blur_fraction * shape.radius_mm, outer, MAX_BLUR_MM))

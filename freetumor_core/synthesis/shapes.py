@@ -54,6 +54,8 @@ class TumorShape:
             shortest ellipsoid semi-axis at the surface level, less the most the deformation can
             move the surface in.
         estimate_distance: makes :attr:`distance_mm` on first use.
+        estimate_region: the part of the box where :attr:`distance_mm` is estimated; beyond it, it
+            is far outside (:data:`FAR_OUTSIDE_MM`), further than any soft edge reaches.
     """
 
     mask: np.ndarray
@@ -63,6 +65,7 @@ class TumorShape:
     pad_mm: float
     inscribed_mm: float
     estimate_distance: Callable[[], np.ndarray] = field(repr=False)
+    estimate_region: tuple[slice, ...] = (slice(None),) * 3
     _distance_mm: np.ndarray | None = field(default=None, repr=False)
     _outside_mm: np.ndarray | None = field(default=None, repr=False)
     _shells: dict[tuple[float, float], np.ndarray] = field(default_factory=dict, repr=False)
@@ -250,25 +253,26 @@ def make_shape(
     mask = np.zeros(tuple(high - low), dtype=bool)
     mask[_slices(reach, reach + tumor_high - tumor_low)] = tumor[_slices(tumor_low, tumor_high)]
 
+    # The distance estimate is needed only on the tumor and its soft edge: on the tumor's bounding
+    # box grown by EDGE_OUTSIDE_MM (and a voxel, for the central differences). Beyond that box the
+    # estimate is "far outside".
+    edge_reach = np.ceil(EDGE_OUTSIDE_MM / spacing).astype(int) + 1
+    estimate_low = np.maximum(tumor_low - edge_reach, 0)
+    estimate_high = np.minimum(tumor_high + edge_reach, level.shape)
+    overlap_low, overlap_high = np.maximum(low, estimate_low), np.minimum(high, estimate_high)
+    region = _slices(overlap_low - low, overlap_high - low)
+
     def estimate() -> np.ndarray:
-        # Needed only to paint, so a shape that placement rejects never pays for it; and only on
-        # the tumor and its soft edge: on the tumor's bounding box grown by EDGE_OUTSIDE_MM (and a
-        # voxel, for the central differences). Beyond that box the estimate is "far outside".
-        edge_reach = np.ceil(EDGE_OUTSIDE_MM / spacing).astype(int) + 1
-        estimate_low = np.maximum(tumor_low - edge_reach, 0)
-        estimate_high = np.minimum(tumor_high + edge_reach, level.shape)
+        # Needed only to paint, so a shape that placement rejects never pays for it.
         near = _slices(estimate_low, estimate_high)
         distance = _distance_estimate(level[near], spacing, threshold)
         if dropped:
             distance = _drop_outside(distance, tumor[near], spacing)
         box = np.full(mask.shape, FAR_OUTSIDE_MM, dtype=np.float32)
-        overlap_low, overlap_high = np.maximum(low, estimate_low), np.minimum(high, estimate_high)
-        box[_slices(overlap_low - low, overlap_high - low)] = distance[
-            _slices(overlap_low - estimate_low, overlap_high - estimate_low)
-        ]
+        box[region] = distance[_slices(overlap_low - estimate_low, overlap_high - estimate_low)]
         return box
 
-    return TumorShape(mask, half - low, radius, spacing, pad_mm, inscribed, estimate)
+    return TumorShape(mask, half - low, radius, spacing, pad_mm, inscribed, estimate, region)
 
 
 def _connected_level_set(
