@@ -69,33 +69,19 @@ def is_lesion(name: str) -> bool:
     return is_lesion_label(name)
 
 
-# The last few tables made: calls on the same host (a benchmark, a reader study, a training volume
-# seen again) ask for the same one, and a label map names a hundred labels or more.
-_TABLES: list[tuple[dict[int, str], tuple[int, ...], tuple[int, ...], int, np.ndarray]] = []
-TABLES_KEPT = 4
+@functools.lru_cache(maxsize=4096)
+def name_class(name: str) -> int:
+    """The class (:data:`AVOID` for lesions, :data:`VESSEL`, else :data:`OTHER`) of a label name."""
+    return AVOID if is_lesion(name) else VESSEL if is_vessel(name) else OTHER
 
 
 def class_table(names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int) -> np.ndarray:
-    """uint8 lookup ``label id -> OTHER / ORGAN / AVOID / VESSEL`` of length ``size`` (a new array)."""
-    key = (tuple(organ_ids), tuple(extra_avoid), size)
-    for known, *known_key, table in _TABLES:
-        if tuple(known_key) == key and known == names:
-            return table.copy()
-    table = _class_table(names, organ_ids, extra_avoid, size)
-    _TABLES.insert(0, (dict(names), *key, table.copy()))
-    del _TABLES[TABLES_KEPT:]
-    return table
-
-
-def _class_table(
-    names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int
-) -> np.ndarray:
+    """uint8 lookup ``label id -> OTHER / ORGAN / AVOID / VESSEL`` of length ``size``."""
     table = np.zeros(size, dtype=np.uint8)
-    for label, name in names.items():
-        if label < size and is_lesion(name):
-            table[label] = AVOID
-        elif label < size and is_vessel(name):
-            table[label] = VESSEL
+    ids = np.fromiter(names, dtype=np.int64, count=len(names))
+    classes = np.fromiter(map(name_class, names.values()), dtype=np.uint8, count=len(names))
+    inside = (ids >= 0) & (ids < size)
+    table[ids[inside]] = classes[inside]
     for label in extra_avoid:
         table[label] = AVOID
     table[organ_ids] = ORGAN
@@ -328,6 +314,14 @@ def _lattice_depth(
     depth = depth.astype(np.float32)
     depth.flags.writeable = False
     return depth
+
+
+def clear_caches() -> None:
+    """Forget what earlier calls kept (organ depth lattices, label name classes): the next call
+    runs cold, as the first call on a new host does."""
+    _lattice_depth.cache_clear()
+    for memo in (name_class, is_avoided, is_vessel, is_lesion):
+        memo.cache_clear()
 
 
 def _small_vessels(vessel: np.ndarray, spacing_mm: np.ndarray) -> np.ndarray:
