@@ -409,7 +409,8 @@ def _windowed_minimum(squared: np.ndarray, axis: int, window: int, spacing_mm: f
     array). Per offset, the nearer of a voxel's two neighbours is taken first and the step added
     once: three operations on the array instead of four."""
     size = squared.shape[axis]
-    result = squared.copy()
+    # Until the first offset writes it, the result is the input itself (no copy).
+    result = squared
     term = np.empty_like(squared)
 
     def cut(start: int, stop: int) -> tuple[slice, ...]:
@@ -424,15 +425,17 @@ def _windowed_minimum(squared: np.ndarray, axis: int, window: int, spacing_mm: f
             np.add(term[middle], step, out=term[middle])
             np.add(squared[cut(offset, 2 * offset)], step, out=term[cut(0, offset)])
             np.add(squared[cut(size - 2 * offset, size - offset)], step, out=term[cut(size - offset, size)])
-            np.minimum(result, term, out=result)
+            result = np.minimum(result, term, out=None if result is squared else result)
         else:
+            if result is squared:
+                result = squared.copy()
             for source, target in (
                 (cut(offset, size), cut(0, size - offset)),
                 (cut(0, size - offset), cut(offset, size)),
             ):
                 np.add(squared[source], step, out=term[target])
                 np.minimum(result[target], term[target], out=result[target])
-    return result
+    return result if result is not squared else squared.copy()
 
 
 def mean_in(values: np.ndarray, mask: np.ndarray) -> float:
