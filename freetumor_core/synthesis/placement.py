@@ -39,7 +39,8 @@ NOT_HOST = np.array([True, False, True, False])  # by class: neither organ nor a
 RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
 EXHAUSTIVE_CANDIDATES = 1000
-SCREEN_POINTS = 48
+SCREEN_POINTS = 48  # screening points of a tumor up to SCREEN_RADIUS_MM; more, up to 4 times, for larger
+SCREEN_RADIUS_MM = 10.0
 FIRST_SCREENED = 16  # candidates screened before the rest
 DEEP_FIRST_MM = 14.0  # tumors whose centre must lie this deep (large ones) go straight to the depth map
 DEPTH_MAP_VOXELS = 24**3  # the organ depth map is computed on a grid coarsened to about this size
@@ -229,13 +230,21 @@ class Placer:
             # at once, and give up before the exact zones when none passes.
             if len(candidates):
                 candidates = np.array(
-                    list(self._screened(shape, candidates, shape.surface_offsets(SCREEN_POINTS, self.rng)))
+                    list(
+                        self._screened(
+                            shape, candidates, shape.surface_offsets(_screen_points(shape), self.rng)
+                        )
+                    )
                 ).reshape(-1, 3)
             if len(candidates) == 0:
                 return None
         margin_zone = shape.zone(margin_mm)
         avoid_zone = margin_zone if avoid_margin_mm == margin_mm else shape.zone(avoid_margin_mm)
-        zones = (margin_zone, avoid_zone, shape.zone_surface_offsets(margin_mm, SCREEN_POINTS, self.rng))
+        zones = (
+            margin_zone,
+            avoid_zone,
+            shape.zone_surface_offsets(margin_mm, _screen_points(shape), self.rng),
+        )
         if not deep_first:
             for _ in range(RANDOM_ROUNDS):
                 for centre in self._screened(shape, self.organ_voxels(RANDOM_CANDIDATES), zones[2]):
@@ -314,6 +323,12 @@ def _lattice_depth(
     depth = depth.astype(np.float32)
     depth.flags.writeable = False
     return depth
+
+
+def _screen_points(shape: TumorShape) -> int:
+    """How many points screen a candidate: more on a larger surface, where a candidate that
+    passes too few points often fails the exact check (which costs far more than the points)."""
+    return int(SCREEN_POINTS * min(max(shape.radius_mm / SCREEN_RADIUS_MM, 1.0), 4.0))
 
 
 def clear_caches() -> None:
