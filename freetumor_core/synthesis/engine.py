@@ -101,10 +101,10 @@ def _paint(
     vessel = classes == VESSEL
     tissue = shape.mask & ~vessel
     ring = _ring(shape, organ)
-    # The difference map is zero beyond the soft edge's reach: all that follows works there.
     host_tumor = mean_in(values, tissue)
     host_ring = mean_in(values, ring) if ring.any() else host_tumor
     look.resolve(host_ring)  # HU relative to this host
+    # The difference map is zero beyond the soft edge's reach: all that follows works there.
     inner, difference = reached_difference(shape, look, rng)
     values, organ, tissue = values[inner], organ[inner], tissue[inner]
     difference *= organ | tissue
