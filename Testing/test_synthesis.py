@@ -206,6 +206,12 @@ def test_rough_shapes_are_one_body_of_exact_volume(spacing_zyx_mm):
             exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
             reach = exact <= shape.pad_mm
             assert np.allclose(shape.outside_mm[reach], exact[reach], atol=1e-4)
+            # The mask is known before the distance estimate (made only to paint); they agree, and
+            # the estimate is far outside beyond its region.
+            assert np.array_equal(shape.distance_mm <= 0, mask)
+            beyond = np.ones(mask.shape, dtype=bool)
+            beyond[shape.estimate_region] = False
+            assert (shape.distance_mm[beyond] > 3.0).all()
             centre = tuple(shape.centre_index)
             if mask[centre]:
                 depth_mm = ndimage.distance_transform_edt(mask, sampling=spacing)[centre]

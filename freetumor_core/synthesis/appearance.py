@@ -226,7 +226,19 @@ def edge_width_mm(radius_mm: float) -> float:
 
 
 def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> np.ndarray:
-    """The HU to add on the tumor's box before contrast calibration (float32, 0 far outside).
+    """The HU to add on the tumor's box before contrast calibration (float32, 0 far outside):
+    :func:`reached_difference` on the whole box."""
+    inner, reached = reached_difference(shape, look, rng)
+    difference = np.zeros(shape.box_shape, dtype=np.float32)
+    difference[inner] = reached
+    return difference
+
+
+def reached_difference(
+    shape: TumorShape, look: Look, rng: np.random.Generator
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    """The HU to add before contrast calibration, on the part of the tumor's box the soft edge
+    reaches (``inner``, which holds the whole tumor; the map is 0 elsewhere): ``(inner, map)``.
 
     Soft edge: a linear ramp from ``edge_width_mm / 2`` outside the surface to
     ``blur_fraction * radius`` (at least ``edge_width_mm / 2``, at most :data:`MAX_BLUR_MM`) inside,
@@ -238,8 +250,13 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
         raise ValueError("the look has no HU yet: call Look.resolve(host_hu) first")
     edge = edge_width_mm(shape.radius_mm)
     # Work only where the ramp is non-zero: the box also holds the margin zones around the tumor.
-    reached = shape.distance_mm < np.float32(edge / 2.0)
-    inner = tuple(slice(int(a), int(b)) for a, b in zip(*_bounds(reached, margin=0), strict=True))
+    region = shape.estimate_region
+    reached = shape.distance_mm[region] < np.float32(edge / 2.0)
+    low, high = _bounds(reached, margin=0)
+    inner = tuple(
+        slice(int(a) + (r.start or 0), int(b) + (r.start or 0))
+        for a, b, r in zip(low, high, region, strict=True)
+    )
     depth = -shape.distance_mm[inner]
     outer = edge / 2.0
     blur = float(np.clip(look.blur_fraction * shape.radius_mm, outer, MAX_BLUR_MM))
@@ -262,9 +279,8 @@ def difference_map(shape: TumorShape, look: Look, rng: np.random.Generator) -> n
         # Zero mean inside, as the texture, so the contrast calibration does not rescale them.
         foci -= np.float32(mean_in(foci, depth > 0))
         body += foci
-    difference = np.zeros(shape.box_shape, dtype=np.float32)
-    difference[inner] = body * weight
-    return difference
+    body *= weight
+    return inner, body
 
 
 def calcified_foci(
@@ -299,16 +315,30 @@ def calcified_foci(
     sigmas_mm = rng.uniform(0.5, 1.2, len(centres_mm))
     peaks_hu = peak_hu * rng.uniform(0.5, 1.0, len(centres_mm))
     foci = np.zeros(depth_mm.shape, dtype=np.float32)
-    for centre_mm, sigma_mm, peak in zip(centres_mm, sigmas_mm, peaks_hu, strict=True):
-        low = np.maximum(np.floor((centre_mm - 3.0 * sigma_mm) / spacing).astype(int), 0)
-        high = np.minimum(np.ceil((centre_mm + 3.0 * sigma_mm) / spacing).astype(int) + 1, depth_mm.shape)
-        axes = [
-            np.exp(-0.5 * ((np.arange(a, b) * s - c) / sigma_mm) ** 2).astype(np.float32)
-            for a, b, s, c in zip(low, high, spacing, centre_mm, strict=True)
-        ]
-        speck = np.float32(peak) * axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
-        box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
-        np.maximum(foci[box], speck, out=foci[box])
+    if len(centres_mm) == 0:
+        return foci
+    # Every speck on its own box (3 SD each side, within the array), all at once: boxes of one
+    # size, the largest, with zero weight past each speck's own box.
+    limits = np.asarray(depth_mm.shape)
+    low = np.maximum(np.floor((centres_mm - 3.0 * sigmas_mm[:, None]) / spacing).astype(int), 0)
+    high = np.minimum(np.ceil((centres_mm + 3.0 * sigmas_mm[:, None]) / spacing).astype(int) + 1, limits)
+    axes, indices = [], []
+    for axis in range(3):
+        index = low[:, axis, None] + np.arange(max(int((high - low)[:, axis].max()), 1))  # (n, B)
+        weight = np.exp(
+            -0.5 * ((index * spacing[axis] - centres_mm[:, axis, None]) / sigmas_mm[:, None]) ** 2
+        ).astype(np.float32)
+        weight[index >= high[:, axis, None]] = 0.0
+        axes.append(weight)
+        indices.append(np.minimum(index, limits[axis] - 1))
+    specks = peaks_hu.astype(np.float32)[:, None, None, None] * axes[0][:, :, None, None]
+    specks = specks * axes[1][:, None, :, None] * axes[2][:, None, None, :]
+    # Zero weights land on some voxel of the array, where they change nothing (foci >= 0).
+    np.maximum.at(
+        foci,
+        (indices[0][:, :, None, None], indices[1][:, None, :, None], indices[2][:, None, None, :]),
+        specks,
+    )
     return foci
 
 

@@ -97,7 +97,8 @@ def write_patch(options: dict[str, str], patch_ct, patch_labels) -> None:
 
 
 def synthesis_suite(bench: Bench) -> None:
-    """Per-tumor time by size class on a 96³ patch; whole-CT time; start-up; whole-CT peak memory."""
+    """Per-tumor time by size class on a 96³ patch (also cold: nothing kept from earlier calls);
+    whole-CT time; start-up; whole-CT peak memory."""
     from . import TumorSpec, synthesize
 
     organ = bench.options.get("organ", "liver")
@@ -112,6 +113,13 @@ def synthesis_suite(bench: Bench) -> None:
             patch_ct, patch_labels, spec, seed=next(seeds)
         )
     bench.time_interleaved(calls, warmup=2, repeat=max(bench.repeat, 25))
+    # Cold: what calls on one host keep for the next (the organ's depth lattice, label name
+    # classes) forgotten before every call, as on the first call on a new host.
+    cold = {}
+    for size in SIZE_CLASSES_MM:
+        spec = TumorSpec(organ=organ, size=size, count=1, allow_shrink=True)
+        cold[f"patch{PATCH}/{size}/cold"] = lambda spec=spec: _cold(patch_ct, patch_labels, spec, next(seeds))
+    bench.time_interleaved(cold, warmup=1, repeat=max(bench.repeat, 25))
     whole = TumorSpec(organ=organ, size="small", count=1)
     bench.time("whole_ct/small", lambda: synthesize(ct, labels, whole, seed=next(seeds)), repeat=bench.repeat)
 
@@ -125,6 +133,14 @@ def synthesis_suite(bench: Bench) -> None:
     measured = json.loads(probe.stdout.strip().splitlines()[-1])
     bench.record("startup", measured["startup_s"], "s")
     bench.record("peak_rss", measured["peak_rss_mb"], "MB")
+
+
+def _cold(ct, labels, spec, seed: int):
+    from . import synthesize
+    from .placement import clear_caches
+
+    clear_caches()
+    return synthesize(ct, labels, spec, seed=seed)
 
 
 def probe(options: dict[str, str], import_s: float) -> dict[str, float]:

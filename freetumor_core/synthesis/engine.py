@@ -17,10 +17,10 @@ from .appearance import (
     RING_MM,
     Look,
     appearance_for,
-    difference_map,
     draw_look,
     edge_width_mm,
     mass_effect,
+    reached_difference,
 )
 from .flow import Canvas, PlacingEngine
 from .placement import ORGAN, SMALL_VESSEL_MM, VESSEL
@@ -101,13 +101,15 @@ def _paint(
     vessel = classes == VESSEL
     tissue = shape.mask & ~vessel
     ring = _ring(shape, organ)
-    look.resolve(mean_in(values, ring if ring.any() else tissue))  # HU relative to this host
-    difference = difference_map(shape, look, rng)
+    host_tumor = mean_in(values, tissue)
+    host_ring = mean_in(values, ring) if ring.any() else host_tumor
+    look.resolve(host_ring)  # HU relative to this host
+    # The difference map is zero beyond the soft edge's reach: all that follows works there.
+    inner, difference = reached_difference(shape, look, rng)
+    values, organ, tissue = values[inner], organ[inner], tissue[inner]
     difference *= organ | tissue
 
     # Calibrate so the measured contrast (tumor mean minus ring mean) equals the drawn contrast.
-    host_tumor = mean_in(values, tissue)
-    host_ring = mean_in(values, ring) if ring.any() else host_tumor
     added_tumor = mean_in(difference, tissue)
     gain = 1.0
     if abs(added_tumor) > 1e-3:
@@ -118,8 +120,9 @@ def _paint(
     if ct_out.dtype.kind in "iu":
         limits = np.iinfo(ct_out.dtype)
         values = np.clip(np.rint(values), limits.min, limits.max)
-    ct_out[box] = values.astype(ct_out.dtype)
-    np.copyto(labels_out[box], tumor_id, where=tissue, casting="unsafe")
+    painted = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(box, inner, strict=True))
+    ct_out[painted] = values.astype(ct_out.dtype)
+    np.copyto(labels_out[painted], tumor_id, where=tissue, casting="unsafe")
 
 
 def _record(

@@ -30,14 +30,19 @@ from .spec import SynthesisResult, TumorSpec
 SHRINK_FACTOR = 0.8
 
 
-def tumor_label(labels: LabelMap, organ: str) -> tuple[int, str]:
-    """Id and name of the ``<organ>_tumor`` label: the existing one, else the next unused id."""
+def tumor_label(labels: LabelMap, organ: str, highest: int | None = None) -> tuple[int, str]:
+    """Id and name of the ``<organ>_tumor`` label: the existing one, else the next unused id.
+
+    ``highest``: the largest id in the label array, when the caller already knows it.
+    """
     name = f"{base_organ(organ)}_tumor"
-    for label, existing in sorted(labels.names.items()):
-        if existing.lower() == name:
-            return label, name
+    existing = [label for label, known in labels.names.items() if known.lower() == name]
+    if existing:
+        return min(existing), name
+    if highest is None:
+        highest = int(labels.array.max())
     # Above every id in use and every named id, so no built-in name is reused.
-    return max(int(labels.array.max()), max(labels.names, default=0)) + 1, name
+    return max(highest, max(labels.names, default=0)) + 1, name
 
 
 def _output_labels(array: np.ndarray, tumor_id: int) -> np.ndarray:
@@ -94,13 +99,25 @@ def _names_hint(organs: LabelMap) -> str:
     )
 
 
+def _same_grid_exactly(volume: Volume, ct: Volume) -> bool:
+    """The common case, in a few microseconds: labels read with their CT share its geometry bit
+    for bit (:func:`~freetumor_core.labels.align_to` checks the general case within tolerances)."""
+    return (
+        volume.array.shape == ct.array.shape
+        and volume.spacing == ct.spacing
+        and volume.origin == ct.origin
+        and (volume.direction is ct.direction or bool((volume.direction == ct.direction).all()))
+    )
+
+
 def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | None) -> Canvas:
     """Align the labels, find the organ and the tumor label, and copy the arrays to paint.
 
     Raises:
         InputError: no label of that organ name.
     """
-    organs = align_to(organs, ct)
+    if not _same_grid_exactly(organs.volume, ct):
+        organs = align_to(organs, ct)
     source = organs.volume.metadata.get("freetumor:source")
     organ_ids = organs.ids_for(spec.organ)
     if not organ_ids:
@@ -109,9 +126,10 @@ def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | No
         raise InputError(problem + _names_hint(organs), source)
     organ = _organ_name(organs, spec.organ, organ_ids)
     rng = np.random.default_rng(seed)
-    tumor_id, tumor_name = tumor_label(organs, organ)
+    highest = int(organs.array.max())  # one pass over the labels serves both uses
+    tumor_id, tumor_name = tumor_label(organs, organ, highest)
     labels_out = _output_labels(organs.array, tumor_id)
-    table_size = max(int(labels_out.max()), max(organs.names, default=0), tumor_id) + 1
+    table_size = max(highest, max(organs.names, default=0), tumor_id) + 1
     table = class_table(organs.names, organ_ids, [tumor_id], table_size)
     ct_out = ct.array.copy()
     return Canvas(

@@ -39,7 +39,9 @@ NOT_HOST = np.array([True, False, True, False])  # by class: neither organ nor a
 RANDOM_CANDIDATES = 96
 RANDOM_ROUNDS = 4
 EXHAUSTIVE_CANDIDATES = 1000
-SCREEN_POINTS = 48
+SCREEN_POINTS = 48  # screening points of a tumor up to SCREEN_RADIUS_MM; more, up to 4 times, for larger
+SCREEN_RADIUS_MM = 10.0
+FIRST_SCREENED = 16  # candidates screened before the rest
 DEEP_FIRST_MM = 14.0  # tumors whose centre must lie this deep (large ones) go straight to the depth map
 DEPTH_MAP_VOXELS = 24**3  # the organ depth map is computed on a grid coarsened to about this size
 DEPTH_SLACK = 0.9  # the shape's inscribed depth is an estimate: ask for a little less
@@ -62,19 +64,25 @@ def is_vessel(name: str) -> bool:
     return name.lower() in ORGAN_GROUPS["vessels"] and not is_lesion(name)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_lesion(name: str) -> bool:
     """Lesion labels: the one definition, :func:`freetumor_core.lesions.is_lesion_label`."""
     return is_lesion_label(name)
 
 
+@functools.lru_cache(maxsize=4096)
+def name_class(name: str) -> int:
+    """The class (:data:`AVOID` for lesions, :data:`VESSEL`, else :data:`OTHER`) of a label name."""
+    return AVOID if is_lesion(name) else VESSEL if is_vessel(name) else OTHER
+
+
 def class_table(names: dict[int, str], organ_ids: list[int], extra_avoid: list[int], size: int) -> np.ndarray:
     """uint8 lookup ``label id -> OTHER / ORGAN / AVOID / VESSEL`` of length ``size``."""
     table = np.zeros(size, dtype=np.uint8)
-    for label, name in names.items():
-        if label < size and is_lesion(name):
-            table[label] = AVOID
-        elif label < size and is_vessel(name):
-            table[label] = VESSEL
+    ids = np.fromiter(names, dtype=np.int64, count=len(names))
+    classes = np.fromiter(map(name_class, names.values()), dtype=np.uint8, count=len(names))
+    inside = (ids >= 0) & (ids < size)
+    table[ids[inside]] = classes[inside]
     for label in extra_avoid:
         table[label] = AVOID
     table[organ_ids] = ORGAN
@@ -132,11 +140,14 @@ class Placer:
         flat = self.labels.reshape(-1)
         if self._organ_flat is None:
             # Rejection sampling costs well under a millisecond while the organ is more than about
-            # 1/1000 of the volume (a liver in a whole CT is 1/20); a full pass costs tens.
-            draws = self.rng.integers(0, flat.size, 64 * count)
-            hits = draws[self.table[flat[draws]] == ORGAN]
-            if len(hits) >= max(1, count // 4):
-                return np.stack(np.unravel_index(hits[:count], self.labels.shape), axis=1)
+            # 1/1000 of the volume (a liver in a whole CT is 1/20); a full pass costs tens. A few
+            # draws per voxel asked for suffice for an organ that fills much of a patch; more, for
+            # a small organ in a large volume.
+            for draws_per_voxel in (8, 64):
+                draws = self.rng.integers(0, flat.size, draws_per_voxel * count)
+                hits = draws[self.table[flat[draws]] == ORGAN]
+                if len(hits) >= max(1, count // 4):
+                    return np.stack(np.unravel_index(hits[:count], self.labels.shape), axis=1)
             self._organ_flat = np.flatnonzero(self.table[self.labels] == ORGAN)
         if len(self._organ_flat) == 0:
             return np.zeros((0, 3), dtype=np.int64)
@@ -190,15 +201,19 @@ class Placer:
 
     def _screened(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray):
         """The centres that pass :meth:`_screen` and whose vessel points are small branches, in
-        order, one at a time: calibre is measured only up to the first centre that fits."""
-        centres, points, vessel = self._screen(shape, centres, offsets)
-        for centre, candidate_points, candidate_vessel in zip(centres, points, vessel, strict=True):
-            if candidate_vessel.any():
-                hits = candidate_points[candidate_vessel]
-                small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
-                if not small[hits[:, 0], hits[:, 1], hits[:, 2]].all():
-                    continue
-            yield centre
+        order, one at a time: calibre is measured only up to the first centre that fits. The first
+        few centres are screened alone, as one of them usually fits."""
+        for first, last in ((0, FIRST_SCREENED), (FIRST_SCREENED, len(centres))):
+            if first >= last:
+                break
+            passed, points, vessel = self._screen(shape, centres[first:last], offsets)
+            for centre, candidate_points, candidate_vessel in zip(passed, points, vessel, strict=True):
+                if candidate_vessel.any():
+                    hits = candidate_points[candidate_vessel]
+                    small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
+                    if not small[hits[:, 0], hits[:, 1], hits[:, 2]].all():
+                        continue
+                yield centre
 
     def place(self, shape: TumorShape, margin_mm: float, avoid_margin_mm: float) -> np.ndarray | None:
         """A centre ``(z, y, x)`` for ``shape`` that keeps every margin, or None when none is found."""
@@ -215,13 +230,21 @@ class Placer:
             # at once, and give up before the exact zones when none passes.
             if len(candidates):
                 candidates = np.array(
-                    list(self._screened(shape, candidates, shape.surface_offsets(SCREEN_POINTS, self.rng)))
+                    list(
+                        self._screened(
+                            shape, candidates, shape.surface_offsets(_screen_points(shape), self.rng)
+                        )
+                    )
                 ).reshape(-1, 3)
             if len(candidates) == 0:
                 return None
         margin_zone = shape.zone(margin_mm)
         avoid_zone = margin_zone if avoid_margin_mm == margin_mm else shape.zone(avoid_margin_mm)
-        zones = (margin_zone, avoid_zone, shape.zone_surface_offsets(margin_mm, SCREEN_POINTS, self.rng))
+        zones = (
+            margin_zone,
+            avoid_zone,
+            shape.zone_surface_offsets(margin_mm, _screen_points(shape), self.rng),
+        )
         if not deep_first:
             for _ in range(RANDOM_ROUNDS):
                 for centre in self._screened(shape, self.organ_voxels(RANDOM_CANDIDATES), zones[2]):
@@ -300,6 +323,20 @@ def _lattice_depth(
     depth = depth.astype(np.float32)
     depth.flags.writeable = False
     return depth
+
+
+def _screen_points(shape: TumorShape) -> int:
+    """How many points screen a candidate: more on a larger surface, where a candidate that
+    passes too few points often fails the exact check (which costs far more than the points)."""
+    return int(SCREEN_POINTS * min(max(shape.radius_mm / SCREEN_RADIUS_MM, 1.0), 4.0))
+
+
+def clear_caches() -> None:
+    """Forget what earlier calls kept (organ depth lattices, label name classes): the next call
+    runs cold, as the first call on a new host does."""
+    _lattice_depth.cache_clear()
+    for memo in (name_class, is_avoided, is_vessel, is_lesion):
+        memo.cache_clear()
 
 
 def _small_vessels(vessel: np.ndarray, spacing_mm: np.ndarray) -> np.ndarray:

@@ -33,10 +33,12 @@ def _axis_kernels(
         np.arange(columns)[None, :] * (features * scale)[:, None]
         - ((nodes * features - extents) * (scale / 2))[:, None]
     )
+    # Nodes past an axis's own count get no weight: they are put infinitely far away.
+    node[np.arange(columns)[None, :] >= nodes[:, None]] = np.inf
     offsets = (voxel[:, :, None] - node[:, None, :]).astype(np.float32)
-    # Nodes past an axis's own count get no weight.
-    offsets = np.where(np.arange(columns)[None, None, :] < nodes[:, None, None], offsets, np.float32(np.inf))
-    weights = np.exp(np.float32(-0.5) * offsets * offsets)
+    offsets *= offsets
+    offsets *= np.float32(-0.5)
+    weights = np.exp(offsets, out=offsets)
     # Unit sum of squares per row: each voxel then has unit variance.
     # (Rows past an axis's own length are cut off below; they may have no weight at all.)
     norms = np.sqrt(np.einsum("aij,aij->ai", weights, weights))
