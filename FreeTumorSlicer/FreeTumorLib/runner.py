@@ -20,10 +20,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 # Lines of stderr kept for the error message.
@@ -300,3 +302,106 @@ class CoreProcess:
                 ["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False
             )
             process.wait()
+
+
+class NodeJob:
+    """A core command on a CT node, in a background process: the shared part of every panel job.
+
+    :meth:`start` writes the inputs into a temporary folder and starts the command; call
+    :meth:`poll` from a timer (or :meth:`wait` in a script). On success :meth:`_load` turns the
+    command's output folder into nodes and ``on_done(outputs)`` is called; on failure or
+    cancellation ``on_error(exception)``. The temporary folder is removed in both cases (unless
+    ``keep_folder``). A job supplies :meth:`_arguments` (write the inputs, return the command line)
+    and :meth:`_load`.
+    """
+
+    prefix = "freetumor-"
+
+    def __init__(
+        self,
+        input_node: Any,
+        organ_node: Any,
+        request: Any,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        python: str | None = None,
+        keep_folder: bool = False,
+    ) -> None:
+        self.input_node = input_node
+        self.organ_node = organ_node
+        self.request = request
+        self.on_progress = on_progress
+        self.on_done = on_done
+        self.on_error = on_error
+        self.python = python
+        self.keep_folder = keep_folder
+        self.folder: Path | None = None
+        self.outputs: Any = None
+        self.error: Exception | None = None
+        self.process: CoreProcess | None = None
+
+    def _arguments(self, folder: Path) -> list[str]:
+        """Write the inputs into ``folder`` and return the core's command line (output: ``folder/output``)."""
+        raise NotImplementedError
+
+    def _load(self, output: Path) -> Any:
+        """Turn the command's output folder into nodes; returns the job's outputs."""
+        raise NotImplementedError
+
+    def start(self) -> NodeJob:
+        """Write the inputs and start the subprocess."""
+        self.folder = Path(tempfile.mkdtemp(prefix=self.prefix))
+        try:
+            self.process = CoreProcess(
+                self._arguments(self.folder),
+                on_progress=self.on_progress,
+                on_done=self._loaded,
+                on_error=self._failed,
+                python=self.python,
+            ).start()
+        except BaseException:
+            self._clean()
+            raise
+        return self
+
+    def poll(self) -> bool:
+        """Deliver progress; returns True while the job runs (see :meth:`CoreProcess.poll`)."""
+        if self.process is None:
+            raise RuntimeError("poll() before start()")
+        return self.process.poll()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Poll until the job ends; False when ``timeout_s`` passed first."""
+        if self.process is None:
+            raise RuntimeError("wait() before start()")
+        return self.process.wait(timeout_s)
+
+    def cancel(self) -> None:
+        """Kill the subprocess; the next :meth:`poll` reports the cancellation."""
+        if self.process is not None:
+            self.process.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.running
+
+    def _loaded(self, _result: dict[str, Any]) -> None:
+        try:
+            self.outputs = self._load(self.folder / "output")
+        except Exception as error:  # a bad output file: report it like a failed run
+            self._failed(error)
+            return
+        self._clean()
+        if self.on_done:
+            self.on_done(self.outputs)
+
+    def _failed(self, error: Exception) -> None:
+        self.error = error
+        self._clean()
+        if self.on_error:
+            self.on_error(error)
+
+    def _clean(self) -> None:
+        if self.folder is not None and not self.keep_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)

@@ -10,8 +10,6 @@ diameter (mm), volume (mL), mean HU, score and centre (RAS mm).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ from freetumor_core.records import TumorRecord
 from freetumor_core.volume import write_volume
 
 from . import nodes
-from .runner import CoreProcess
+from .runner import NodeJob
 
 # The core's ``--device`` choices the panel offers (``cuda:N`` works from the console).
 DEVICES = ("auto", "cpu", "cuda")
@@ -163,7 +161,7 @@ def centre_views_on(scene: slicer.vtkMRMLScene, ras_mm: Sequence[float]) -> None
     slicer.vtkMRMLSliceNode.JumpAllSlices(scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
 
-class SegmentationJob:
+class SegmentationJob(NodeJob):
     """Segment tumors in the CT of ``input_node`` in a background process.
 
     Call :meth:`start`, then :meth:`poll` from a timer (or :meth:`wait` in a script). On success the
@@ -172,6 +170,8 @@ class SegmentationJob:
     in both cases (unless ``keep_folder``). ``organ_node`` is optional: with it, tumors are kept
     inside its organs.
     """
+
+    prefix = "freetumor-segment-"
 
     def __init__(
         self,
@@ -186,78 +186,14 @@ class SegmentationJob:
     ) -> None:
         if input_node is None:
             raise ValueError("choose an input CT volume")
-        self.input_node = input_node
-        self.organ_node = organ_node
-        self.request = request
-        self.on_progress = on_progress
-        self.on_done = on_done
-        self.on_error = on_error
-        self.python = python
-        self.keep_folder = keep_folder
-        self.folder: Path | None = None
-        self.outputs: SegmentationOutputs | None = None
-        self.error: Exception | None = None
-        self.process: CoreProcess | None = None
+        super().__init__(input_node, organ_node, request, on_progress, on_done, on_error, python, keep_folder)
 
-    def start(self) -> SegmentationJob:
-        """Write the inputs and start the subprocess."""
-        self.folder = Path(tempfile.mkdtemp(prefix="freetumor-segment-"))
-        try:
-            ct_path, labels_path = write_inputs(self.input_node, self.organ_node, self.folder)
-            arguments = self.request.arguments(ct_path, labels_path, self.folder / "output")
-            self.process = CoreProcess(
-                arguments,
-                on_progress=self.on_progress,
-                on_done=self._loaded,
-                on_error=self._failed,
-                python=self.python,
-            ).start()
-        except BaseException:
-            self._clean()
-            raise
-        return self
+    def _arguments(self, folder: Path) -> list[str]:
+        ct_path, labels_path = write_inputs(self.input_node, self.organ_node, folder)
+        return self.request.arguments(ct_path, labels_path, folder / "output")
 
-    def poll(self) -> bool:
-        """Deliver progress; returns True while the job runs (see :meth:`CoreProcess.poll`)."""
-        if self.process is None:
-            raise RuntimeError("poll() before start()")
-        return self.process.poll()
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Poll until the job ends; False when ``timeout_s`` passed first."""
-        if self.process is None:
-            raise RuntimeError("wait() before start()")
-        return self.process.wait(timeout_s)
-
-    def cancel(self) -> None:
-        """Kill the subprocess; the next :meth:`poll` reports the cancellation."""
-        if self.process is not None:
-            self.process.cancel()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
-
-    def _loaded(self, _result: dict[str, Any]) -> None:
-        try:
-            scene = self.input_node.GetScene()
-            self.outputs = load_outputs(scene, self.folder / "output", self.input_node)
-        except Exception as error:  # a bad output file: report it like a failed run
-            self._failed(error)
-            return
-        self._clean()
-        if self.on_done:
-            self.on_done(self.outputs)
-
-    def _failed(self, error: Exception) -> None:
-        self.error = error
-        self._clean()
-        if self.on_error:
-            self.on_error(error)
-
-    def _clean(self) -> None:
-        if self.folder is not None and not self.keep_folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
+    def _load(self, output: Path) -> SegmentationOutputs:
+        return load_outputs(self.input_node.GetScene(), output, self.input_node)
 
 
 __all__ = [

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from freetumor_core.synthesis import TumorSpec, spec_fields
 from freetumor_core.volume import read_volume, write_volume
 
 from . import nodes
-from .runner import CoreProcess, CoreProcessError
+from .runner import CoreProcessError, NodeJob
 
 
 class SynthesisRequest:
@@ -180,13 +178,13 @@ def _copy_window_level(source: slicer.vtkMRMLVolumeNode, target: slicer.vtkMRMLV
         target_display.SetWindowLevel(source_display.GetWindow(), source_display.GetLevel())
 
 
-class SynthesisJob:
+class SynthesisJob(NodeJob):
     """Synthesize tumors into the CT of ``input_node`` in a background process.
 
     Call :meth:`start`, then :meth:`poll` from a timer (or :meth:`wait` in a script). On success the
     output nodes are added to the input's scene and ``on_done(SynthesisOutputs)`` is called; on
     failure or cancellation ``on_error(exception)`` is called. The temporary folder is removed
-    in both cases (unless ``keep_folder``).
+    in both cases (unless ``keep_folder``). Starting takes about a second for a typical CT.
     """
 
     def __init__(
@@ -203,80 +201,16 @@ class SynthesisJob:
     ) -> None:
         if input_node is None or organ_node is None:
             raise ValueError("choose an input CT volume and its organ segmentation")
-        self.input_node = input_node
-        self.organ_node = organ_node
-        self.request = request
-        self.on_progress = on_progress
-        self.on_done = on_done
-        self.on_error = on_error
+        super().__init__(input_node, organ_node, request, on_progress, on_done, on_error, python, keep_folder)
         self.add_markups = add_markups
-        self.python = python
-        self.keep_folder = keep_folder
-        self.folder: Path | None = None
-        self.outputs: SynthesisOutputs | None = None
-        self.error: Exception | None = None
-        self.process: CoreProcess | None = None
 
-    def start(self) -> SynthesisJob:
-        """Write the inputs and start the subprocess (takes about a second for a typical CT)."""
-        self.folder = Path(tempfile.mkdtemp(prefix="freetumor-"))
-        try:
-            ct_path, labels_path = write_inputs(self.input_node, self.organ_node, self.folder)
-            spec_path = self.request.spec.to_json(self.folder / "spec.json")
-            arguments = self.request.arguments(ct_path, labels_path, spec_path, self.folder / "output")
-            self.process = CoreProcess(
-                arguments,
-                on_progress=self.on_progress,
-                on_done=self._loaded,
-                on_error=self._failed,
-                python=self.python,
-            ).start()
-        except BaseException:
-            self._clean()
-            raise
-        return self
+    def _arguments(self, folder: Path) -> list[str]:
+        ct_path, labels_path = write_inputs(self.input_node, self.organ_node, folder)
+        spec_path = self.request.spec.to_json(folder / "spec.json")
+        return self.request.arguments(ct_path, labels_path, spec_path, folder / "output")
 
-    def poll(self) -> bool:
-        """Deliver progress; returns True while the job runs (see :meth:`CoreProcess.poll`)."""
-        if self.process is None:
-            raise RuntimeError("poll() before start()")
-        return self.process.poll()
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Poll until the job ends; False when ``timeout_s`` passed first."""
-        if self.process is None:
-            raise RuntimeError("wait() before start()")
-        return self.process.wait(timeout_s)
-
-    def cancel(self) -> None:
-        """Kill the subprocess; the next :meth:`poll` reports the cancellation."""
-        if self.process is not None:
-            self.process.cancel()
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.running
-
-    def _loaded(self, _result: dict[str, Any]) -> None:
-        try:
-            scene = self.input_node.GetScene()
-            self.outputs = load_outputs(scene, self.folder / "output", self.input_node, self.add_markups)
-        except Exception as error:  # a bad output file: report it like a failed run
-            self._failed(error)
-            return
-        self._clean()
-        if self.on_done:
-            self.on_done(self.outputs)
-
-    def _failed(self, error: Exception) -> None:
-        self.error = error
-        self._clean()
-        if self.on_error:
-            self.on_error(error)
-
-    def _clean(self) -> None:
-        if self.folder is not None and not self.keep_folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
+    def _load(self, output: Path) -> SynthesisOutputs:
+        return load_outputs(self.input_node.GetScene(), output, self.input_node, self.add_markups)
 
 
 __all__ = [
