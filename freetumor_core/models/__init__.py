@@ -18,10 +18,12 @@ from .folder import (
     read_model_config,
     save_model,
 )
+from .shipped import SHIPPED_MODELS_DIR, resolve_model, shipped_model, shipped_models
 
 __all__ = [
     "CONFIG_FILE",
     "SCHEMA_VERSION",
+    "SHIPPED_MODELS_DIR",
     "WEIGHTS_FILE",
     "LoadedModel",
     "ModelConfig",
@@ -30,5 +32,8 @@ __all__ = [
     "describe_model",
     "load_model",
     "read_model_config",
+    "resolve_model",
     "save_model",
+    "shipped_model",
+    "shipped_models",
 ]
