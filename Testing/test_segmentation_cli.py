@@ -13,7 +13,7 @@ import torch
 
 from freetumor_core.cli import main
 from freetumor_core.labels import LabelMap, read_labels
-from freetumor_core.models import ModelConfig, build_network, load_model, save_model
+from freetumor_core.models import SHIPPED_MODELS_DIR, ModelConfig, build_network, load_model, save_model
 from freetumor_core.segmentation import preset_config
 from freetumor_core.volume import Volume, read_volume, write_volume
 
@@ -63,10 +63,20 @@ def test_segment_writes_the_output_set_in_the_cts_geometry(tmp_path, capsys):
     assert "lesion(s)" in capsys.readouterr().out
 
 
-def test_segment_without_a_model_says_so(tmp_path, capsys):
+def test_segment_without_a_model_uses_the_shipped_demo_model(tmp_path, capsys):
     ct_path = write_ct(tmp_path / "ct.nii.gz")
-    assert main(["segment", str(ct_path), "-o", str(tmp_path / "out")]) == 2
-    assert "no model given: give --model DIR" in capsys.readouterr().err
+    assert main(["segment", str(ct_path), "-o", str(tmp_path / "out"), "--no-snapshot", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert Path(payload["settings"]["model"]).name == "segmenter_demo"
+    assert Path(payload["settings"]["model"]).parent == SHIPPED_MODELS_DIR
+    assert (tmp_path / "out" / "labels.nii.gz").is_file()
+
+
+def test_segment_with_an_unknown_model_name_exits_2(tmp_path, capsys):
+    ct_path = write_ct(tmp_path / "ct.nii.gz")
+    assert main(["segment", str(ct_path), "-o", str(tmp_path / "out"), "--model", "no_such_model"]) == 2
+    error = capsys.readouterr().err
+    assert "no_such_model" in error and "nor the name of a shipped model (shipped: segmenter_demo" in error
 
 
 def test_segment_refuses_bad_inputs_with_exit_2(tmp_path, capsys):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from freetumor_core.cli import main
+from freetumor_core.errors import InputError
 from freetumor_core.labels import read_labels
 from freetumor_core.models import load_model
 from freetumor_core.segmentation import preset_config
@@ -60,6 +61,29 @@ def test_crops_get_synthetic_tumors_only_in_unlabelled_cases_and_repeat(datalist
     item = task.data[0]
     assert item["image"].shape == (1, 32, 32, 32) and 0.0 <= float(item["image"].min())
     assert float(item["image"].max()) <= 1.0
+
+
+def test_size_classes_and_hu_augmentation_of_training_crops(datalist):
+    options = dict(crop_voxels=32, samples=12, synthetic_ratio=1.0, seed=4)
+    large = SegmenterTask(datalist, small_config(), sizes=("large",), **options)
+    tiny = SegmenterTask(datalist, small_config(), sizes=("tiny",), **options)
+    tumor_ids = [2, 4, 6]
+    large_voxels = sum(np.isin(large.data[i]["label"].numpy(), tumor_ids).sum() for i in range(1, 12, 2))
+    tiny_voxels = sum(np.isin(tiny.data[i]["label"].numpy(), tumor_ids).sum() for i in range(1, 12, 2))
+    assert large_voxels > 3 * tiny_voxels > 0
+    plain = SegmenterTask(datalist, small_config(), **options)
+    varied = SegmenterTask(datalist, small_config(), augment=True, **options)
+    hu_plain, target_plain = plain.data.sample(3, 0)
+    hu_varied, target_varied = varied.data.sample(3, 0)
+    assert np.array_equal(target_plain, target_varied)  # labels untouched
+    body = hu_plain > -500
+    assert not np.allclose(hu_plain[body], hu_varied[body])
+    assert np.array_equal(hu_plain[~body], hu_varied[~body])  # air stays air
+    assert np.abs(hu_plain[body] - hu_varied[body]).max() < 25 + 0.1 * np.ptp(hu_plain[body])
+    # validation crops are never varied
+    assert np.array_equal(varied.validation.sample(0, 2**31 - 1)[0], plain.validation.sample(0, 2**31 - 1)[0])
+    with pytest.raises(InputError, match="sizes must be among tiny, small, medium, large"):
+        SegmenterTask(datalist, small_config(), sizes=("huge",), **options)
 
 
 @pytest.mark.slow

@@ -19,7 +19,13 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     segment.add_argument("ct", help="CT in HU (NIfTI, NRRD, MetaImage or a DICOM folder)")
     segment.add_argument("-o", "--output", required=True, help="output folder")
-    segment.add_argument("--model", metavar="DIR", help="segmentation model folder (required for now)")
+    segment.add_argument(
+        "--model",
+        metavar="DIR",
+        default=None,
+        help="segmentation model folder, or a shipped model's name (default: segmenter_demo, the "
+        "shipped demo model: see its card with `freetumor model info segmenter_demo`)",
+    )
     segment.add_argument("--organs", help="organ label map: tumors are kept inside these organs")
     segment.add_argument("--label-names", help="name map of --organs: a JSON file, or the JSON itself")
     segment.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -69,18 +75,15 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
 
 def command_segment(args: argparse.Namespace) -> int:
-    from ..errors import InputError
     from ..files import refuse_input_folder
     from ..labels import align_to, read_labels
     from ..lesions import MIN_LESION_ML
+    from ..models import resolve_model
     from ..segmentation import segment, write_segmentation
+    from ..segmentation.networks import DEFAULT_MODEL
     from ..volume import read_ct
 
-    if not args.model:
-        raise InputError(
-            "no model given: give --model DIR, a segmentation model folder (no model ships with "
-            "this version yet; make one with `freetumor model import` or a trainer)"
-        )
+    args.model = str(resolve_model(args.model or DEFAULT_MODEL))
     names_file = None if (args.label_names or "").lstrip().startswith("{") else args.label_names
     refuse_input_folder(args.output, [args.ct, args.organs, names_file, args.model])
     organs = None

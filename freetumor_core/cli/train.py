@@ -130,6 +130,8 @@ def command_segmenter(args: argparse.Namespace) -> int:
         positive_ratio=args.positive_ratio,
         engine=args.engine,
         seed=config.seed,
+        sizes=tuple(args.sizes),
+        augment=args.augment,
     )
     result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
     from ..progress import distributed_rank
@@ -194,5 +196,17 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="share of crops centred on a tumor or organ voxel (default 0.67)",
     )
     segmenter.add_argument("--engine", default="handcrafted", help="synthesis engine (default handcrafted)")
+    segmenter.add_argument(
+        "--sizes",
+        nargs="+",
+        choices=("tiny", "small", "medium", "large"),
+        default=["tiny", "small"],
+        help="size classes of the synthetic tumors, drawn uniformly (default tiny small)",
+    )
+    segmenter.add_argument(
+        "--augment",
+        action="store_true",
+        help="vary each training crop's HU (offset up to 25 HU, contrast +-10%%)",
+    )
     add_trainer_arguments(segmenter, steps=2000, lr=1e-3, batch_size=2, warmup_steps=100, validate_every=200)
     segmenter.set_defaults(handler=command_segmenter)

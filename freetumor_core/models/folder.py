@@ -130,7 +130,9 @@ def read_model_config(folder: str | os.PathLike[str]) -> ModelConfig:
     Raises:
         InputError: the folder or its ``config.json`` is missing, not JSON, or not a valid config.
     """
-    folder = Path(folder)
+    from .shipped import resolve_model
+
+    folder = resolve_model(folder)
     if not folder.is_dir():
         raise InputError("model folder not found", folder)
     path = folder / CONFIG_FILE
@@ -183,7 +185,7 @@ def load_model(
     """Build the network of a model folder and load its weights, in eval mode on ``device``.
 
     Args:
-        folder: the model folder.
+        folder: the model folder, or the name of a shipped model (``segmenter_demo``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (see :mod:`freetumor_core.device`).
         task: when given, refuse a folder made for another task.
 
@@ -192,8 +194,9 @@ def load_model(
             network, corrupt or truncated weights, or tensors that do not fit the architecture.
     """
     from ..device import resolve_device
+    from .shipped import resolve_model
 
-    folder = Path(folder)
+    folder = resolve_model(folder)
     config = read_model_config(folder)
     if task is not None and config.task != task:
         raise InputError(f"this is a {config.task!r} model, not a {task!r} model", folder / CONFIG_FILE)
@@ -211,7 +214,9 @@ def describe_model(folder: str | os.PathLike[str]) -> dict[str, Any]:
     labels, provenance, metrics and size on disk (MB). Loads the folder fully (on the CPU), so a
     broken folder raises the same :class:`InputError` as :func:`load_model`."""
     network, config = load_model(folder, device="cpu")
-    folder = Path(folder)
+    from .shipped import resolve_model
+
+    folder = resolve_model(folder)
     size_bytes = sum(path.stat().st_size for path in folder.iterdir() if path.is_file())
     return {
         "folder": str(folder),

@@ -23,6 +23,7 @@ from ..lesions import LESION_WORDS, is_lesion_label
 from ..models import ModelConfig, Preprocessing
 
 __all__ = [
+    "DEFAULT_MODEL",
     "FREETUMOR_LABELS",
     "HU_WINDOW",
     "PRESETS",
@@ -42,6 +43,7 @@ FREETUMOR_LABELS: dict[int, str] = {
     6: "kidney_tumor",
 }
 HU_WINDOW = [-175.0, 250.0]
+DEFAULT_MODEL = "segmenter_demo"  # the shipped demo model (freetumor_core/data/models/segmenter_demo)
 SPACING_MM = [1.5, 1.5, 1.5]
 
 PRESETS: dict[str, dict] = {

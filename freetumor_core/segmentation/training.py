@@ -44,6 +44,8 @@ __all__ = ["SegmentationCrops", "SegmenterTask"]
 VALIDATION_EPOCH = 2**31 - 1
 VALIDATION_CROPS = 8
 SIZES = ("tiny", "small")
+HU_SHIFT = 25.0  # intensity augmentation: HU offset drawn from [-HU_SHIFT, HU_SHIFT]
+HU_SCALE = 0.1  # and a contrast factor from [1 - HU_SCALE, 1 + HU_SCALE] about the crop's organ mean
 
 
 @dataclass
@@ -95,6 +97,9 @@ class SegmentationCrops(torch.utils.data.Dataset):
         positive_ratio: probability that a crop is centred on a tumor or organ voxel.
         engine: synthesis engine name.
         seed: seeds the crops with the epoch and the index.
+        sizes: the size classes synthetic tumors are drawn from (uniformly).
+        augment: vary each training crop's HU (offset and contrast, as between scanners and
+            contrast phases); validation crops are never augmented.
     """
 
     def __init__(
@@ -107,7 +112,15 @@ class SegmentationCrops(torch.utils.data.Dataset):
         positive_ratio: float = 2 / 3,
         engine: str = "handcrafted",
         seed: int = 0,
+        sizes: tuple[str, ...] = SIZES,
+        augment: bool = False,
     ) -> None:
+        from ..records import SIZE_CLASSES_MM
+
+        unknown = [size for size in sizes if size not in SIZE_CLASSES_MM]
+        if not sizes or unknown:
+            raise InputError(f"sizes must be among {', '.join(SIZE_CLASSES_MM)}, got {list(sizes)}")
+        self.sizes, self.augment = tuple(sizes), augment
         self.entries, self.config = list(entries), config
         self.crop, self.count, self.seed, self.epoch = crop_voxels, count, seed, 0
         self.synthetic_ratio, self.positive_ratio, self.engine = synthetic_ratio, positive_ratio, engine
@@ -159,7 +172,20 @@ class SegmentationCrops(torch.utils.data.Dataset):
         hu, target = case.hu[box].copy(), case.target[box].copy()
         if not case.labelled and rng.random() < self.synthetic_ratio:
             hu, target = self._synthesize(hu, target, case.spacing, rng)
+        if self.augment and epoch != VALIDATION_EPOCH:
+            hu = self._vary(hu, target, rng)
         return hu, target
+
+    @staticmethod
+    def _vary(hu: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The crop's HU with a random offset, and a random contrast about its organs' mean HU."""
+        body = hu > -500
+        if not body.any():
+            return hu
+        centre = float(hu[target > 0].mean()) if (target > 0).any() else float(hu[body].mean())
+        scale = 1.0 + rng.uniform(-HU_SCALE, HU_SCALE)
+        shifted = np.where(body, (hu - centre) * scale + centre + rng.uniform(-HU_SHIFT, HU_SHIFT), hu)
+        return shifted.astype(np.float32)
 
     def _synthesize(self, hu, target, spacing, rng) -> tuple[np.ndarray, np.ndarray]:
         from ..synthesis import TumorSpec, synthesize
@@ -171,7 +197,8 @@ class SegmentationCrops(torch.utils.data.Dataset):
         organ = self.names[int(rng.choice(hosts))]
         ct = Volume(np.round(hu).astype(np.int16), spacing)
         labels = LabelMap(ct.like(target), dict(self.names))
-        spec = TumorSpec(organ=organ, size=str(rng.choice(SIZES)), allow_shrink=True, engine=self.engine)
+        size = str(rng.choice(self.sizes))
+        spec = TumorSpec(organ=organ, size=size, allow_shrink=True, engine=self.engine)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -208,7 +235,7 @@ class SegmenterTask(TrainTask):
         datalist: the datalist file (``training`` and optionally ``validation``).
         config: the model's config (a preset's, :func:`preset_config`); its patch size becomes
             ``crop_voxels``.
-        crop_voxels, samples, synthetic_ratio, positive_ratio, engine, seed: see
+        crop_voxels, samples, synthetic_ratio, positive_ratio, engine, seed, sizes, augment: see
             :class:`SegmentationCrops`.
     """
 
@@ -222,6 +249,8 @@ class SegmenterTask(TrainTask):
         positive_ratio: float = 2 / 3,
         engine: str = "handcrafted",
         seed: int = 0,
+        sizes: tuple[str, ...] = SIZES,
+        augment: bool = False,
     ) -> None:
         from monai.losses import DiceCELoss
 
@@ -247,8 +276,9 @@ class SegmenterTask(TrainTask):
             positive_ratio=positive_ratio,
             engine=engine,
             seed=seed,
+            sizes=tuple(sizes),
         )
-        self.data = SegmentationCrops(training, config, count=samples, **options)
+        self.data = SegmentationCrops(training, config, count=samples, augment=augment, **options)
         self.validation = SegmentationCrops(validation, config, count=VALIDATION_CROPS, **options)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
         self.summary = {
@@ -256,6 +286,7 @@ class SegmenterTask(TrainTask):
             "validation_cases": len(validation) if validation is not training else 0,
             "synthetic_ratio": synthetic_ratio,
             "engine": engine,
+            "sizes": list(sizes),
         }
 
     def build_model(self) -> nn.Module:
