@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from freetumor_core.errors import InputError  # noqa: E402
 from freetumor_core.labels import LabelMap, align_to, read_labels  # noqa: E402
 from freetumor_core.models import load_model, save_model  # noqa: E402
 from freetumor_core.phantom import make_phantom  # noqa: E402
@@ -55,10 +56,19 @@ from freetumor_core.training import TrainConfig, train  # noqa: E402
 from freetumor_core.volume import Volume, read_ct, write_volume  # noqa: E402
 
 SHIPPED = ROOT / "freetumor_core" / "data" / "models" / "segmenter_demo"
-SIZES = ("tiny", "small", "medium", "large")
 SPLIT_SEG = "example_seg_fast_force_split.nii.gz"
 IRCADB17_NAMES = {1: "liver", 2: "liver_tumor", 3: "hepatic_vessels"}
 HELD_OUT_PHANTOM_SEEDS = (100, 101, 102, 103)
+ONLINE_SIZES = ("tiny", "small", "medium")  # painted into training crops as they are drawn
+VARIANT_SEED = 5000  # the painted-beforehand variants; the held-out cases use seeds from 7000
+# (organ, size class, margin from the organ's surface in mm): real tumors often reach the surface
+# and bulge beyond it, so half the variants' tumors may touch the surface (margin 0).
+VARIANT_PLANS = (
+    (("liver", "large", 0.0), ("kidney", "medium", 3.0), ("pancreas", "small", 0.0)),
+    (("liver", "medium", 3.0), ("liver", "large", 0.0), ("kidney", "small", 0.0)),
+    (("liver", "large", 3.0), ("kidney", "large", 0.0), ("pancreas", "medium", 3.0)),
+    (("liver", "large", 0.0), ("liver", "medium", 0.0), ("kidney", "medium", 3.0)),
+)
 
 
 def real_hosts(data: Path) -> list[tuple[str, Path, Path]]:
@@ -71,11 +81,39 @@ def real_hosts(data: Path) -> list[tuple[str, Path, Path]]:
     ]
 
 
-def write_datalist(work: Path, data: Path, phantoms: int) -> Path:
-    """The training datalist: phantoms written into ``work``, real hosts by path."""
+def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, seed: int) -> list[dict]:
+    """``count`` copies of a healthy host with medium and large tumors painted into the whole CT
+    (a crop rarely has room for a large one), written as labelled cases."""
+    entries = []
+    ct = read_ct(ct_path)
+    labels = align_to(read_labels(labels_path), ct)
+    for index in range(count):
+        target = folder / f"variant_{index}"
+        if not (target / "labels.nii.gz").is_file():
+            painted_ct, painted = ct, labels
+            for number, (organ, size, margin) in enumerate(VARIANT_PLANS[index % len(VARIANT_PLANS)]):
+                spec = TumorSpec(organ=organ, size=size, margin_mm=margin, allow_shrink=True)
+                try:
+                    result = synthesize(painted_ct, painted, spec, seed=seed + 100 * index + number)
+                except InputError:  # this host has no room (or no such organ): leave it out
+                    continue
+                painted_ct, painted = result.ct, result.labels
+            if painted is labels:
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            write_volume(painted_ct, target / "ct.nii.gz")
+            painted.save(target / "labels.nii.gz")
+        entries.append({"image": str(target / "ct.nii.gz"), "label": str(target / "labels.nii.gz")})
+    return entries
+
+
+def write_datalist(work: Path, data: Path, phantoms: int, variants: int) -> Path:
+    """The training datalist: the healthy hosts (phantoms written into ``work``, real hosts by
+    path), which get small tumors online, and ``variants`` copies of each with medium and large
+    tumors painted beforehand."""
     hosts = work / "hosts"
     hosts.mkdir(parents=True, exist_ok=True)
-    training = []
+    sources = []
     for seed in range(phantoms):
         folder = hosts / f"phantom_{seed}"
         if not (folder / "labels.nii.gz").is_file():
@@ -83,9 +121,12 @@ def write_datalist(work: Path, data: Path, phantoms: int) -> Path:
             ct, labels = make_phantom(seed=seed)
             write_volume(ct, folder / "ct.nii.gz")
             labels.save(folder / "labels.nii.gz")
-        training.append({"image": str(folder / "ct.nii.gz"), "label": str(folder / "labels.nii.gz")})
-    for _, ct, labels in real_hosts(data):
-        training.append({"image": str(ct), "label": str(labels)})
+        sources.append((f"phantom_{seed}", folder / "ct.nii.gz", folder / "labels.nii.gz"))
+    sources += real_hosts(data)
+    training = [{"image": str(ct), "label": str(labels)} for _, ct, labels in sources]
+    for number, (name, ct, labels) in enumerate(sources):
+        seed = VARIANT_SEED + 1000 * number
+        training += write_variants(ct, labels, work / "variants" / name, variants, seed)
     datalist = work / "datalist.json"
     datalist.write_text(json.dumps({"training": training}, indent=1), encoding="utf-8")
     return datalist
@@ -253,6 +294,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--crop-voxels", type=int, default=80, help="training crop edge (default 80)")
     parser.add_argument("--phantoms", type=int, default=6, help="phantom hosts (default 6)")
+    parser.add_argument(
+        "--variants", type=int, default=4, help="copies of each host with medium and large tumors (default 3)"
+    )
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -262,7 +306,7 @@ def main() -> int:
     progress = make_progress(args.progress)
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="segmenter_demo_"))
-    datalist = write_datalist(work, args.data, args.phantoms)
+    datalist = write_datalist(work, args.data, args.phantoms, args.variants)
     model = preset_config("default")
     task = SegmenterTask(
         datalist,
@@ -272,7 +316,7 @@ def main() -> int:
         synthetic_ratio=0.85,
         positive_ratio=0.8,
         seed=args.seed,
-        sizes=SIZES,
+        sizes=ONLINE_SIZES,
         augment=True,
     )
     config = TrainConfig(
@@ -299,9 +343,13 @@ def main() -> int:
     trained.provenance.update(
         {
             "training_data": (
-                f"healthy hosts {', '.join(hosts)}; every tumor it saw was synthetic (handcrafted engine, "
-                f"size classes {', '.join(SIZES)}, painted online into {task.data.synthetic_ratio:.0%} of "
-                f"the crops); it saw no real tumor. IRCADb 17 was kept out entirely."
+                f"healthy hosts {', '.join(hosts)}; every tumor it saw was synthetic (handcrafted engine): "
+                f"{', '.join(ONLINE_SIZES)} tumors painted online into "
+                f"{task.data.synthetic_ratio:.0%} of the healthy crops, and {args.variants} copies of "
+                "each host with medium and large liver, "
+                "kidney and pancreas tumors painted beforehand, half of them reaching the organ's surface "
+                "(synthesis seeds from 5000); it saw no "
+                "real tumor. IRCADb 17 was kept out entirely."
             ),
             "script": "scripts/train_demo_segmenter.py",
             "steps": result.steps,
