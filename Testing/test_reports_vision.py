@@ -52,15 +52,18 @@ def test_input_must_be_a_multiple_of_32():
         ReportModel(**{**TINY, "input_voxels": 48})
 
 
-def test_ct_input_is_a_cube_centred_on_the_body(phantom):
-    ct, _ = phantom
-    preprocessing = default_preprocessing(32, 8.0)
+def test_ct_input_is_a_cube_centred_on_the_body():
+    # A 40 mm "body" at 100 HU off the centre of a 2 x 2 x 3 mm air volume on a flipped grid.
+    array = np.full((40, 60, 60), -1000, np.int16)
+    array[5:19, 30:50, 8:28] = 100  # 14 x 3 mm by 20 x 2 mm by 20 x 2 mm
+    ct = Volume(array, (2.0, 2.0, 3.0), (10.0, -20.0, 5.0), np.diag([-1.0, 1.0, -1.0]))
+    preprocessing = default_preprocessing(32, 4.0)
     grid = ct_input(ct, preprocessing)
     assert grid.shape == (32, 32, 32) and grid.dtype == np.float32
-    # 256 mm cube on a 360 x 270 x 240 mm phantom centred on it: body in the middle, air at the edges.
-    assert grid[16, 16, 16] > -200 and grid[16, 16, 0] < -900
+    assert np.all(grid[13:19, 13:19, 13:19] > 90)  # the centre is body
+    assert grid[:3].max() < -900 and grid[:, :, :3].max() < -900  # 40 mm away is air
     scaled = window(grid, preprocessing)
-    assert scaled.min() >= 0.0 and scaled.max() <= 1.0
+    assert scaled.min() >= 0.0 and scaled.max() <= 1.0 and scaled[16, 16, 16] == pytest.approx(0.625)
     # The same anatomy moved in space (another origin) gives the same grid.
     moved = Volume(
         ct.array, ct.spacing, (ct.origin[0] + 40.0, ct.origin[1] - 7.0, ct.origin[2]), ct.direction

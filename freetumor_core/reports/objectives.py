@@ -122,11 +122,11 @@ def mask_volume(
 def mask_sentences(
     mask: torch.Tensor, ratio: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """A ``(B, S)`` choice of sentences to mask: each real sentence with probability ``ratio``, and at
-    least one per report that has two or more sentences."""
+    """A ``(B, S)`` choice of sentences to mask in the reports with two or more sentences: each real
+    sentence with probability ``ratio``, and at least one per report (never all of them)."""
     draw = torch.rand(mask.shape, generator=generator).to(mask.device)
-    chosen = (draw < ratio) & mask
     counts = mask.sum(1)
+    chosen = (draw < ratio) & mask & (counts >= 2)[:, None]
     lowest = draw.masked_fill(~mask, 2.0).argmin(1)
     need = (chosen.sum(1) == 0) & (counts >= 2)
     chosen[need, lowest[need]] = True
