@@ -123,7 +123,7 @@ def mask_sentences(
     mask: torch.Tensor, ratio: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """A ``(B, S)`` choice of sentences to mask in the reports with two or more sentences: each real
-    sentence with probability ``ratio``, and at least one per report (never all of them)."""
+    sentence with probability ``ratio``, and at least one per report."""
     draw = torch.rand(mask.shape, generator=generator).to(mask.device)
     counts = mask.sum(1)
     chosen = (draw < ratio) & mask & (counts >= 2)[:, None]
