@@ -174,7 +174,7 @@ def _write_index(
     meta = {
         "format": FORMAT, "version": VERSION, "kind": kind, "ids": list(ids),
         "dimension": int(embeddings.shape[1]), "count": len(embeddings),
-        "model_hash": model.hash, "model_folder": str(model.folder), **extra,
+        "model_hash": model.hash, "model_folder": str(Path(model.folder).resolve()), **extra,
     }  # fmt: skip
     with output_set(output, replaces=[INDEX_FILE, EMBEDDINGS_FILE, SENTENCES_FILE, OWNER_FILE]) as staged:
         for name, array in {EMBEDDINGS_FILE: embeddings, **arrays}.items():
