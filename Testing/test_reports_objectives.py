@@ -84,7 +84,10 @@ def test_a_few_steps_lower_each_loss(objective):
     model = ReportModel(**TINY)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     generator = torch.Generator().manual_seed(1)
-    image = torch.rand(4, 1, 32, 32, 32, generator=generator)
+    # four distinguishable volumes: noise over four different mean intensities
+    image = 0.2 * torch.rand(4, 1, 32, 32, 32, generator=generator) + 0.25 * torch.arange(4.0).view(
+        4, 1, 1, 1, 1
+    )
     sentences = _unit(torch.randn(4, 3, 24, generator=generator))
     sentences[1] = _unit(sentences[0] + 0.05 * torch.randn(3, 24, generator=generator))  # a similar pair
     mask = torch.ones(4, 3, dtype=torch.bool)
