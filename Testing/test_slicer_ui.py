@@ -183,6 +183,29 @@ def test_segment_widgets_match_the_parameters_and_the_job(panel, module_tree):
     }  # fmt: skip
 
 
+def test_reports_widgets_match_the_parameters(panel, module_tree):
+    children = _named_children(panel)
+    fields = _parameter_fields(module_tree)
+    assert {name for name in fields if name.startswith("reports")} == {
+        "reportsVolume", "reportsIndex", "reportsCtIndex", "reportsK", "reportsQuery"
+    }  # fmt: skip
+    k = children["reportsKSpinBox"]
+    assert isinstance(k, QSpinBox)
+    assert (k.minimum(), k.maximum()) == _within_range(fields["reportsK"])
+    sys.path.insert(0, str(SLICER_DIR))
+    from FreeTumorLib.reports import MAX_RESULTS
+
+    assert k.maximum() == MAX_RESULTS
+    for name, headers in (
+        ("reportsMatchTableWidget", ["rank", "score", "report", "matched sentences"]),
+        ("reportsSearchTableWidget", ["rank", "score", "CT"]),
+    ):
+        table = children[name]
+        assert [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())] == headers
+    for button in ("reportsMatchButton", "reportsSearchButton", "reportsCancelButton"):
+        assert isinstance(children[button], QAbstractButton) and not children[button].isEnabled()
+
+
 def test_every_ui_name_each_module_uses_exists(any_panel):
     module, panel = any_panel
     source = _module_file(module).read_text()
@@ -272,8 +295,8 @@ def test_parameters_are_spec_fields_with_the_spec_ranges(module_tree):
     parameters = _parameter_fields(module_tree)
     spec = {parameter_name(spec_field.name): spec_field for spec_field in spec_fields()}
     # Everything but the nodes, the seed, the display choice and the segment* settings (the
-    # segmentation's) is a TumorSpec field, by name.
-    synthesis = {name for name in parameters if not name.startswith("segment")}
+    # segmentation's) and the reports* settings is a TumorSpec field, by name.
+    synthesis = {name for name in parameters if not name.startswith(("segment", "reports"))}
     options = synthesis - {"inputVolume", "organSegmentation", "seed", "markCentres"}
     assert options and options <= set(spec), sorted(options - set(spec))
     for name in options:

@@ -98,6 +98,10 @@ class FreeTumorParameterNode:
     segmentation or label map (tumors are kept inside its organs). segmentModel: segmentation model
     folder. segmentDevice: auto, cpu or cuda. segmentOverlap: sliding-window overlap (0 to 0.95).
     segmentTta: average over flips (test-time augmentation; 4x slower).
+
+    Reports (parameters named reports*): reportsVolume: CT to match. reportsIndex: index folder of
+    reports. reportsCtIndex: index folder of CTs. reportsK: how many results. reportsQuery: a finding
+    to search the CT index for.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -114,6 +118,11 @@ class FreeTumorParameterNode:
     segmentDevice: Annotated[str, Choice(list(SEGMENT_DEVICES)), Default("auto")]
     segmentOverlap: Annotated[float, WithinRange(0.0, 0.95), Default(0.25)]
     segmentTta: Annotated[bool, Default(False)]
+    reportsVolume: vtkMRMLScalarVolumeNode
+    reportsIndex: pathlib.Path
+    reportsCtIndex: pathlib.Path
+    reportsK: Annotated[int, WithinRange(1, 100), Default(5)]
+    reportsQuery: Annotated[str, Default("")]
 
 
 #
@@ -130,7 +139,9 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._job = None
         self._segmentJob = None
+        self._reportsJob = None
         self._lesions = []
+        self._hits = []
         self._timer = None
 
     def setup(self) -> None:
@@ -153,6 +164,10 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.segmentApplyButton.connect("clicked(bool)", self.onSegmentApplyButton)
         self.ui.segmentCancelButton.connect("clicked(bool)", self.onSegmentCancelButton)
         self.ui.lesionTableWidget.connect("cellClicked(int,int)", self.onLesionClicked)
+        self.ui.reportsMatchButton.connect("clicked(bool)", self.onReportsMatchButton)
+        self.ui.reportsSearchButton.connect("clicked(bool)", self.onReportsSearchButton)
+        self.ui.reportsCancelButton.connect("clicked(bool)", self.onReportsCancelButton)
+        self.ui.reportsSearchTableWidget.connect("cellClicked(int,int)", self.onHitClicked)
         # The organ list depends on the chosen segmentation, so it is kept in step by hand.
         self.ui.organSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOrgansChanged)
         self.ui.organComboBox.connect("currentTextChanged(QString)", self.onOrganChanged)
@@ -175,7 +190,7 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.errorDisplay(str(error), windowTitle=dependencies.TITLE)
 
     def cleanup(self) -> None:
-        for job in (self._job, self._segmentJob):
+        for job in (self._job, self._segmentJob, self._reportsJob):
             if job is not None and job.running:
                 job.cancel()
         self.removeObservers()
@@ -206,6 +221,8 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             )
         if not self._parameterNode.segmentVolume:
             self._parameterNode.segmentVolume = self._parameterNode.inputVolume
+        if not self._parameterNode.reportsVolume:
+            self._parameterNode.reportsVolume = self._parameterNode.inputVolume
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -247,6 +264,15 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if segmentReady
             else _("Choose a CT and a model folder.")
         )
+        reporting = self._reportsJob is not None and self._reportsJob.running
+        parameters = self._parameterNode
+        matchReady = bool(parameters and parameters.reportsVolume and _folder(parameters.reportsIndex))
+        searchReady = bool(
+            parameters and parameters.reportsQuery.strip() and _folder(parameters.reportsCtIndex)
+        )
+        self.ui.reportsMatchButton.enabled = matchReady and not reporting
+        self.ui.reportsSearchButton.enabled = searchReady and not reporting
+        self.ui.reportsCancelButton.enabled = reporting
 
     def onOrgansChanged(self, node) -> None:
         """Offer the organs of the chosen segmentation (keeping the current choice when present)."""
@@ -292,7 +318,8 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onTimer(self) -> None:
         # One timer polls both jobs; it stops when neither runs.
-        running = [job.poll() for job in (self._job, self._segmentJob) if job is not None and job.running]
+        jobs = (self._job, self._segmentJob, self._reportsJob)
+        running = [job.poll() for job in jobs if job is not None and job.running]
         if not any(running):
             self._timer.stop()
         self._updateButtons()
@@ -399,6 +426,104 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _setSegmentStatus(self, text: str) -> None:
         self.ui.segmentStatusLabel.text = text
         logging.info("FreeTumor segment: %s", text)
+
+    # -- reports --------------------------------------------------------------------------------
+    def onReportsMatchButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not start the report match."), waitCursor=True):
+            if not dependencies.ensure_core():
+                return
+            self._startReports(_("Matching..."))
+            self._reportsJob = self.logic.startMatch(
+                self._parameterNode,
+                onProgress=self.onReportsProgress,
+                onDone=self.onMatchDone,
+                onError=self.onReportsError,
+            )
+            self._timer.start()
+        self._updateButtons()
+
+    def onReportsSearchButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not start the CT search."), waitCursor=True):
+            if not dependencies.ensure_core():
+                return
+            self._startReports(_("Searching..."))
+            self._reportsJob = self.logic.startSearch(
+                self._parameterNode,
+                onProgress=self.onReportsProgress,
+                onDone=self.onSearchDone,
+                onError=self.onReportsError,
+            )
+            self._timer.start()
+        self._updateButtons()
+
+    def onReportsCancelButton(self) -> None:
+        if self._reportsJob is not None:
+            self._setReportsStatus(_("Cancelling..."))
+            self._reportsJob.cancel()
+
+    def _startReports(self, text: str) -> None:
+        self.ui.reportsProgressBar.setRange(0, 0)
+        self._setReportsStatus(text)
+
+    def onReportsProgress(self, event: dict) -> None:
+        total, done = event.get("total"), event.get("done", 0)
+        if total:
+            self.ui.reportsProgressBar.setRange(0, int(total))
+            self.ui.reportsProgressBar.setValue(int(done))
+        self._setReportsStatus(f"{event.get('task', '')}: {done}/{total or '?'}")
+
+    def _reportsFinished(self) -> None:
+        self.ui.reportsProgressBar.setRange(0, 100)
+        self.ui.reportsProgressBar.setValue(100)
+
+    def onMatchDone(self, outputs) -> None:
+        self._reportsFinished()
+        table = self.ui.reportsMatchTableWidget
+        table.setRowCount(len(outputs.matches))
+        for row, match in enumerate(outputs.matches):
+            sentences = " | ".join(text for text, _score in match.sentences)
+            for column, value in enumerate((str(match.rank), f"{match.score:.3f}", match.id, sentences)):
+                table.setItem(row, column, qt.QTableWidgetItem(value))
+            table.item(row, 2).setToolTip(match.text)
+        table.resizeColumnsToContents()
+        self._setReportsStatus(_("Done: {count} report(s).").format(count=len(outputs.matches)))
+
+    def onSearchDone(self, hits) -> None:
+        self._reportsFinished()
+        self._hits = list(hits)
+        table = self.ui.reportsSearchTableWidget
+        table.setRowCount(len(self._hits))
+        for row, hit in enumerate(self._hits):
+            for column, value in enumerate((str(hit.rank), f"{hit.score:.3f}", hit.id)):
+                table.setItem(row, column, qt.QTableWidgetItem(value))
+            table.item(row, 2).setToolTip(hit.path)
+        table.resizeColumnsToContents()
+        self._setReportsStatus(_("Done: {count} CT(s); click one to load it.").format(count=len(self._hits)))
+
+    def onHitClicked(self, row: int, column: int) -> None:
+        if 0 <= row < len(self._hits):
+            with slicer.util.tryWithErrorDisplay(_("Could not load the CT."), waitCursor=True):
+                node = self.logic.loadHit(self._hits[row])
+                slicer.util.setSliceViewerLayers(background=node, fit=True)
+
+    def onReportsError(self, error: Exception) -> None:
+        self.ui.reportsProgressBar.setRange(0, 100)
+        self.ui.reportsProgressBar.setValue(0)
+        if getattr(error, "message", None) == "cancelled":
+            self._setReportsStatus(_("Cancelled."))
+            return
+        self._setReportsStatus(_("Failed: {error}").format(error=error))
+        slicer.util.errorDisplay(str(error), windowTitle=_("FreeTumor"))
+
+    def _setReportsStatus(self, text: str) -> None:
+        self.ui.reportsStatusLabel.text = text
+        logging.info("FreeTumor reports: %s", text)
+
+
+def _folder(path) -> str:
+    """A path parameter as text; empty when unset (a ``pathlib.Path`` parameter defaults to ".")."""
+    text = str(path or "").strip()
+    return "" if text == "." else text
 
 
 #
@@ -559,6 +684,72 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
             job.cancel()
             job.wait()
             raise TimeoutError(f"tumor segmentation did not finish within {timeoutS} s")
+        if job.error is not None:
+            raise job.error
+        return job.outputs
+
+    def startMatch(self, parameters, onProgress=None, onDone=None, onError=None):
+        """Start matching ``reportsVolume`` against the ``reportsIndex`` folder (background process).
+
+        Returns:
+            a running ``FreeTumorLib.reports.MatchJob``; poll it from a timer.
+        """
+        from FreeTumorLib.reports import MatchJob, ReportsRequest
+
+        request = ReportsRequest(index=_folder(parameters.reportsIndex), k=parameters.reportsK)
+        job = MatchJob(
+            parameters.reportsVolume, request, on_progress=onProgress, on_done=onDone, on_error=onError
+        )
+        return job.start()
+
+    def startSearch(self, parameters, onProgress=None, onDone=None, onError=None):
+        """Start searching the ``reportsCtIndex`` folder for ``reportsQuery`` (background process).
+
+        Returns:
+            a running ``FreeTumorLib.reports.SearchJob``; poll it from a timer.
+        """
+        from FreeTumorLib.reports import ReportsRequest, SearchJob
+
+        request = ReportsRequest(index=_folder(parameters.reportsCtIndex), k=parameters.reportsK)
+        job = SearchJob(
+            parameters.reportsQuery, request, on_progress=onProgress, on_done=onDone, on_error=onError
+        )
+        return job.start()
+
+    def matchReports(self, inputVolume, index, k=5, model="", device="auto", timeoutS=None):
+        """Match a CT node against an index of reports and wait (blocks; for the console and tests).
+
+        Returns:
+            ``MatchOutputs``: the ``<CT> report matches`` table node and the matches (rank, score,
+            report id and text, matched sentences).
+        """
+        from FreeTumorLib.reports import MatchJob, ReportsRequest
+
+        job = MatchJob(
+            inputVolume, ReportsRequest(index=str(index), k=k, model=str(model or ""), device=device)
+        )
+        return self._wait(job.start(), timeoutS, "report match")
+
+    def searchCts(self, text, index, k=5, model="", device="auto", timeoutS=None):
+        """Search an index of CTs for a finding and wait; returns the hits (rank, score, id, path)."""
+        from FreeTumorLib.reports import ReportsRequest, SearchJob
+
+        job = SearchJob(text, ReportsRequest(index=str(index), k=k, model=str(model or ""), device=device))
+        return self._wait(job.start(), timeoutS, "CT search")
+
+    @staticmethod
+    def loadHit(hit, scene=None):
+        """Load a search hit's CT as a volume node."""
+        from FreeTumorLib.reports import load_hit
+
+        return load_hit(scene or slicer.mrmlScene, hit)
+
+    @staticmethod
+    def _wait(job, timeoutS, what):
+        if not job.wait(timeoutS):
+            job.cancel()
+            job.wait()
+            raise TimeoutError(f"{what} did not finish within {timeoutS} s")
         if job.error is not None:
             raise job.error
         return job.outputs

@@ -147,6 +147,45 @@ def command_segmenter(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_reports(args: argparse.Namespace) -> int:
+    from ..reports.model import default_preprocessing
+    from ..reports.objectives import Objectives
+    from ..reports.training import ReportTask
+    from ..reports.vision import default_architecture
+    from ..training import train
+
+    config = train_config_from_args(args)
+    objectives = Objectives(
+        contrastive=args.contrastive_weight, correlation=args.correlation_weight,
+        volume=args.volume_weight, sentences=args.sentence_weight, temperature=args.temperature,
+    )  # fmt: skip
+    preprocessing = default_preprocessing(args.input_voxels, args.spacing_mm)
+    if args.hu_window:
+        preprocessing.hu_window = list(args.hu_window)
+    architecture = default_architecture(
+        feature_size=args.feature_size, embed_dim=args.embed_dim, input_voxels=args.input_voxels
+    )
+    task = ReportTask(
+        args.datalist, architecture, preprocessing, objectives, text_encoder=args.text_encoder,
+        device=config.device, progress=args.reporter,
+    )  # fmt: skip
+    result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
+    from ..progress import distributed_rank
+
+    if distributed_rank()[0] == 0:
+        print_result(
+            args,
+            {"run": str(result.run_dir), "model": str(result.model_dir), "steps": result.steps,
+             "losses": result.losses, "metrics": result.metrics},
+        )  # fmt: skip
+        if not json_mode(args):
+            print(f"trained {result.steps} steps; model written to {result.model_dir}")
+            recall = result.metrics.get("ct_to_report_r1")
+            if recall is not None:
+                print(f"held-out CT -> report R@1 {recall:.3f} (chance {result.metrics['chance_r1']:.3f})")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``train`` and its trainers."""
     train = commands.add_parser("train", parents=[common], help="train a model (one process or torchrun)")
@@ -210,3 +249,51 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     )
     add_trainer_arguments(segmenter, steps=2000, lr=1e-3, batch_size=2, warmup_steps=100, validate_every=200)
     segmenter.set_defaults(handler=command_segmenter)
+
+    reports = trainers.add_parser(
+        "reports", parents=[common], help="an MG-3D CT-report matching model on CT-report pairs"
+    )
+    reports.add_argument(
+        "--datalist",
+        required=True,
+        metavar="FILE",
+        help="report datalist (training, validation), see make-corpus",
+    )
+    reports.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
+    reports.add_argument(
+        "--input-voxels", type=bounded(int, 32, 256, "input voxels"), default=64,
+        help="input cube edge, a multiple of 32 (default 64)",
+    )  # fmt: skip
+    reports.add_argument(
+        "--spacing-mm",
+        type=bounded(float, 0.5, 20.0, "spacing"),
+        default=4.0,
+        help="input spacing (default 4)",
+    )
+    reports.add_argument("--hu-window", type=float, nargs=2, metavar=("LOW", "HIGH"), help="default -150 250")
+    reports.add_argument(
+        "--feature-size", type=bounded(int, 6, 96, "feature size"), default=12, help="Swin width (default 12)"
+    )
+    reports.add_argument(
+        "--embed-dim",
+        type=bounded(int, 8, 1024, "embed dim"),
+        default=128,
+        help="embedding size (default 128)",
+    )
+    reports.add_argument("--text-encoder", metavar="DIR", help="local Hugging Face folder (default MiniLM)")
+    for name, default, what in (
+        ("contrastive", 1.0, "global contrastive"), ("correlation", 0.5, "inter-patient correlation"),
+        ("volume", 0.5, "text-guided masked volume"), ("sentence", 0.5, "image-guided sentence"),
+    ):  # fmt: skip
+        reports.add_argument(
+            f"--{name}-weight", type=bounded(float, 0.0, 100.0, f"{name} weight"), default=default,
+            help=f"weight of the {what} objective; 0 switches it off (default {default})",
+        )  # fmt: skip
+    reports.add_argument(
+        "--temperature", type=bounded(float, 1e-3, 10.0, "temperature"), default=0.1, help="InfoNCE (0.1)"
+    )
+    add_trainer_arguments(
+        reports, steps=400, lr=3e-4, batch_size=8, warmup_steps=20, validate_every=100, checkpoint_every=50,
+        log_every=5,
+    )  # fmt: skip
+    reports.set_defaults(handler=command_reports)
