@@ -61,7 +61,7 @@ def test_approximate_index_recall_order_and_folder_round_trip(tmp_path):
     bank = structured_embeddings(20_000, seed=11)
     queries = structured_embeddings(50, seed=12)
     exact, _ = top_k(bank, queries, 10)
-    index = ApproximateIndex.build(bank, clusters=100, probes=16)
+    index = ApproximateIndex.build(bank, clusters=100, probes=50)
     found, scores = index.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)])
     assert recall >= 0.95, recall

@@ -205,8 +205,8 @@ def _fingerprint(bank: np.ndarray) -> str:
 class ApproximateIndex:
     """FAISS ``IndexIVFFlat`` (inner product) over a bank, with float32 rescoring against the bank.
 
-    ``clusters`` inverted lists (default about 4 sqrt(N)), trained by k-means on up to 64 rows per
-    cluster; a query scans the ``probes`` nearest lists.
+    ``clusters`` inverted lists (default sqrt(N)), trained by k-means on up to 48 rows per cluster;
+    a query scans the ``probes`` nearest lists.
     """
 
     def __init__(self, index: Any, bank: np.ndarray, probes: int) -> None:
@@ -233,13 +233,13 @@ class ApproximateIndex:
         """
         faiss = _faiss()
         bank = _as_matrix(bank, "the bank")
-        clusters = int(clusters or max(1, round(4 * np.sqrt(len(bank)))))
+        clusters = int(clusters or max(1, round(np.sqrt(len(bank)))))
         if len(bank) < clusters:
             raise InputError(f"an approximate index of {clusters} clusters needs at least that many rows")
         reporter = make_progress(progress)
         sample = bank
-        if len(bank) > 64 * clusters:
-            sample = bank[np.random.default_rng(seed).choice(len(bank), 64 * clusters, replace=False)]
+        if len(bank) > 48 * clusters:
+            sample = bank[np.random.default_rng(seed).choice(len(bank), 48 * clusters, replace=False)]
         quantizer = faiss.IndexFlatIP(bank.shape[1])
         index = faiss.IndexIVFFlat(quantizer, bank.shape[1], clusters, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
