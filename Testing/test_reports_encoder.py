@@ -9,6 +9,7 @@ import pytest
 
 from freetumor_core.errors import InputError
 from freetumor_core.reports import default_model_folder, encode_sentences, load_encoder
+from freetumor_core.reports.encoder import native_bf16
 
 SENTENCES = [
     "Pericardial effusion-thickening was not observed.",
@@ -22,7 +23,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def encoder():
-    return load_encoder(device="cpu")
+    """The float32 reference (the default on a CPU with native bfloat16 is bfloat16)."""
+    return load_encoder(device="cpu", precision="fp32")
 
 
 def test_vectors_are_unit_length_in_input_order_whatever_the_batching(encoder):
@@ -58,9 +60,9 @@ def test_a_local_model_folder_replaces_the_default(tmp_path, encoder):
     shutil.copytree(default_model_folder(), folder)
     other = load_encoder(folder, device="cpu")
     assert other is not encoder and other.folder == folder
-    np.testing.assert_allclose(
-        encode_sentences(SENTENCES[:2], folder, device="cpu"), encoder.encode(SENTENCES[:2])
-    )
+    default = load_encoder(device="cpu")  # the same precision as the folder's encoder
+    expected = default.encode(SENTENCES[:2])
+    np.testing.assert_allclose(encode_sentences(SENTENCES[:2], folder, device="cpu"), expected)
 
 
 def test_a_missing_or_foreign_folder_is_an_input_error(tmp_path):
@@ -73,3 +75,21 @@ def test_a_missing_or_foreign_folder_is_an_input_error(tmp_path):
         load_encoder(tmp_path, device="cpu")
     with pytest.raises(InputError, match="batch size"):
         encode_sentences(["x"], load_encoder(device="cpu"), batch_size=0)
+
+
+def test_bfloat16_weights_agree_with_float32_and_auto_picks_them_only_where_native(encoder):
+    fast = load_encoder(device="cpu", precision="bf16")
+    assert fast.precision == "bf16" and fast is not encoder
+    cosine = (fast.encode(SENTENCES) * encoder.encode(SENTENCES)).sum(axis=1)
+    assert cosine.mean() >= 0.9995 and cosine.min() >= 0.999, cosine
+    assert load_encoder(device="cpu").precision == ("bf16" if native_bf16("cpu") else "fp32")
+    with pytest.raises(InputError, match="precision"):
+        load_encoder(device="cpu", precision="int8")
+
+
+def test_repeated_texts_are_encoded_once_and_get_the_same_row(encoder):
+    texts = [SENTENCES[2], SENTENCES[0], SENTENCES[2], SENTENCES[2], SENTENCES[1]]
+    vectors = encoder.encode(texts, batch_size=2)
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    np.testing.assert_array_equal(vectors[0], vectors[3])
+    np.testing.assert_allclose(vectors[[1, 4, 0]], encoder.encode(SENTENCES[:3]), atol=2e-5)

@@ -28,6 +28,7 @@ SUITES: dict[str, str] = {
     "io": "freetumor_core.bench:io_suite",
     "synthesis": "freetumor_core.synthesis.bench:synthesis_suite",
     "turing": "freetumor_core.turing.bench:turing_suite",
+    "reports": "freetumor_core.reports.bench:reports_suite",
 }
 
 
@@ -78,6 +79,7 @@ class Bench:
         self.options = options or {}
         self.repeat = repeat
         self.results: list[dict[str, Any]] = []
+        self.notes: list[str] = []
 
     def time(
         self,
@@ -108,6 +110,7 @@ class Bench:
         warmup: int = 1,
         repeat: int | None = None,
         unit: str = "ms",
+        per_call: int = 1,
     ) -> list[dict[str, Any]]:
         """Like :meth:`time` for several functions, taking turns: one call of each per round.
 
@@ -123,12 +126,16 @@ class Bench:
             for name, function in functions.items():
                 start = time.perf_counter()
                 function()
-                samples[name].append((time.perf_counter() - start) * scale)
+                samples[name].append((time.perf_counter() - start) * scale / per_call)
         return [self._add(name, unit, values) for name, values in samples.items()]
 
     def record(self, name: str, value: float, unit: str) -> dict[str, Any]:
         """Add one measured value (start-up time, peak memory, ...)."""
         return self._add(name, unit, [float(value)])
+
+    def note(self, text: str) -> None:
+        """Add a remark to the result file (``"notes"``): a measurement left out and why, ..."""
+        self.notes.append(text)
 
     def _add(self, name: str, unit: str, samples: list[float]) -> dict[str, Any]:
         result = {
@@ -144,7 +151,10 @@ class Bench:
         return result
 
     def payload(self) -> dict[str, Any]:
-        return {"suite": self.suite, "machine": machine_info(), "results": self.results}
+        payload = {"suite": self.suite, "machine": machine_info(), "results": self.results}
+        if self.notes:
+            payload["notes"] = self.notes
+        return payload
 
 
 def run_suite(
