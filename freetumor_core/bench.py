@@ -28,6 +28,7 @@ SUITES: dict[str, str] = {
     "io": "freetumor_core.bench:io_suite",
     "synthesis": "freetumor_core.synthesis.bench:synthesis_suite",
     "turing": "freetumor_core.turing.bench:turing_suite",
+    "adversarial": "freetumor_core.adversarial.bench:adversarial_suite",
 }
 
 

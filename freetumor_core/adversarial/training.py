@@ -284,7 +284,8 @@ class SynthesizerTask(TrainTask):
     """The adversarial synthesizer (see the module docstring).
 
     Args:
-        datalist: the datalist file (its ``training`` section).
+        datalist: the datalist file (its ``training`` section); ``None``: no data (for timing the
+            step on batches made elsewhere).
         segmenter: a frozen segmentation model folder (or shipped name) for the segmentation-guided
             loss; ``None``: no such term (the card says so).
         settings: crop grid, spacing, HU window and difference scale.
@@ -298,7 +299,7 @@ class SynthesizerTask(TrainTask):
 
     def __init__(
         self,
-        datalist: str | os.PathLike[str],
+        datalist: str | os.PathLike[str] | None,
         segmenter: str | os.PathLike[str] | LoadedModel | None = None,
         settings: SynthesisSettings | None = None,
         samples: int = 64,
@@ -312,7 +313,8 @@ class SynthesizerTask(TrainTask):
 
         self.datalist = str(datalist)
         self.settings = settings or SynthesisSettings()
-        self.data = SynthesisCrops(read_datalist(datalist, "training"), self.settings, samples, seed)
+        entries = read_datalist(datalist, "training") if datalist is not None else []
+        self.data = SynthesisCrops(entries, self.settings, samples, seed)
         self.generator_architecture = generator_architecture(generator_channels)
         self.discriminator_architecture = discriminator_architecture(discriminator_channels)
         self.adversarial_weight, self.segmentation_weight = adversarial_weight, segmentation_weight

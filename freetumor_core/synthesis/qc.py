@@ -1,11 +1,13 @@
 """Quality control of synthetic tumors by a frozen segmenter, for every engine (``TumorSpec.qc``).
 
 Each tumor's ``qc_score`` is the fraction of its voxels that the segmentation model labels as a
-tumor class, measured on a crop of the new CT around the tumor (its box grown by
-:data:`QC_MARGIN_MM`, the CT's own geometry). A synthesis is kept when every tumor scores at least
-``spec.qc_threshold``; otherwise the whole call is drawn again with a new seed (new geometry and
-look), up to ``spec.qc_tries`` times, and then an :class:`~freetumor_core.errors.InputError` gives
-every try's scores.
+tumor (the probability of its tumor classes is at least 0.5, before any post-processing: a tumor is
+judged by what the network sees, not by rules about organs), measured on a crop of the new CT
+centred on the tumor (its box grown by :data:`QC_MARGIN_MM`, and to at least one of the network's
+windows, so that a tumor that fits one is seen whole; the CT's own geometry). A synthesis is kept
+when every tumor scores at least ``spec.qc_threshold``; otherwise the whole call is drawn again
+with a new seed (new geometry and look), up to ``spec.qc_tries`` times, and then an
+:class:`~freetumor_core.errors.InputError` gives every try's scores.
 """
 
 from __future__ import annotations
@@ -44,17 +46,27 @@ def qc_scores(result: SynthesisResult, segmenter: str | Path | LoadedModel) -> l
         InputError: the segmenter folder is missing, broken or not a segmentation model.
     """
     from ..segmentation import segment
-    from ..segmentation.networks import takes_organ_channel, tumor_labels
+    from ..segmentation.networks import takes_organ_channel
 
     loaded = _segmenter(segmenter)
     ct = result.ct
     spacing = ct.spacing_zyx
-    grow = np.ceil(QC_MARGIN_MM / spacing).astype(int)
-    tumor_classes = list(tumor_labels(loaded.config.label_names))
+    pre = loaded.config.preprocessing
+    patch_mm = (
+        np.asarray(pre.patch_size_voxels or (96, 96, 96), float)[::-1]
+        * np.asarray(pre.spacing_mm or ct.spacing, float)[::-1]
+    )
+    shape = np.asarray(ct.shape)
     scores = []
     for (box, part), record in zip(result.tumor_parts, result.tumors, strict=True):
-        low = np.array([max(s.start - g, 0) for s, g in zip(box, grow, strict=True)])
-        high = np.array([min(s.stop + g, n) for s, g, n in zip(box, grow, ct.shape, strict=True)])
+        start = np.array([s.start for s in box])
+        stop = np.array([s.stop for s in box])
+        # Centred on the tumor, at least one network window: a tumor that fits is seen whole.
+        size_mm = np.maximum(patch_mm, (stop - start) * spacing + 2 * QC_MARGIN_MM)
+        voxels = np.ceil(size_mm / spacing).astype(int)
+        low = np.clip(np.floor((start + stop - voxels) / 2.0).astype(int), 0, None)
+        high = np.minimum(low + voxels, shape)
+        low = np.clip(high - voxels, 0, None)
         region = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
         crop = Volume(
             np.ascontiguousarray(ct.array[region]), ct.spacing, tuple(ct.index_to_lps(low)), ct.direction
@@ -71,7 +83,7 @@ def qc_scores(result: SynthesisResult, segmenter: str | Path | LoadedModel) -> l
         inner = tuple(slice(s.start - a, s.stop - a) for s, a in zip(box, low, strict=True))
         inside[inner] = part
         count = int(np.count_nonzero(inside))
-        hit = np.isin(found.labels.array, tumor_classes) & inside
+        hit = (found.tumor_probability >= 0.5) & inside
         scores.append(float(np.count_nonzero(hit)) / count if count else 0.0)
     return scores
 
