@@ -72,7 +72,7 @@ def test_registry_lists_and_makes_engines_once(registry):
     assert handcrafted.name == "handcrafted" and get_engine("handcrafted") is handcrafted
     made = []
     register_engine("flat", lambda: made.append(1) or FlatEngine())
-    assert available_engines() == tuple(sorted({"flat", "handcrafted"}))
+    assert available_engines() == tuple(sorted({"adversarial", "flat", "handcrafted"}))
     assert get_engine("flat") is get_engine("flat") and made == [1]
 
 
