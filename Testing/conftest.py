@@ -48,3 +48,13 @@ def real_lesion_entries(shared_data: Path) -> list[dict]:
             "organ": "abdomen",
         },
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tmp_path_factory, phantom) -> Path:
+    """A real, tiny liver-tumor segmentation model folder, trained here in seconds on phantom crops
+    with clearly visible (hypo- and hyperdense) synthetic tumors: it finds visible tumors and misses
+    invisible ones, because it learned from what it saw."""
+    from segmenter_fixture import train_tiny_segmenter
+
+    return train_tiny_segmenter(tmp_path_factory.mktemp("tiny_segmenter"), phantom)

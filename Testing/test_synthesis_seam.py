@@ -72,7 +72,7 @@ def test_registry_lists_and_makes_engines_once(registry):
     assert handcrafted.name == "handcrafted" and get_engine("handcrafted") is handcrafted
     made = []
     register_engine("flat", lambda: made.append(1) or FlatEngine())
-    assert available_engines() == tuple(sorted({"flat", "handcrafted"}))
+    assert available_engines() == tuple(sorted({"adversarial", "flat", "handcrafted"}))
     assert get_engine("flat") is get_engine("flat") and made == [1]
 
 
@@ -105,12 +105,14 @@ def test_default_engine_is_handcrafted_and_reproducible(phantom):
     assert default.tumors == named.tumors and default.tumors[0].engine == "handcrafted"
 
 
-def test_unknown_engine_lists_the_available_ones(phantom):
+def test_unknown_engine_lists_the_available_ones(phantom, tmp_path, monkeypatch):
     ct, labels = phantom
-    with pytest.raises(InputError, match=r"unknown synthesis engine 'gan'; available: handcrafted"):
+    with pytest.raises(
+        InputError, match=r"unknown synthesis engine 'gan'; available: adversarial, handcrafted"
+    ):
         synthesize(ct, labels, TumorSpec(engine="gan"))
-    with pytest.raises(InputError, match=r"unknown synthesis engine 'adversarial'; available: handcrafted"):
-        synthesize(ct, labels, TumorSpec(engine="adversarial", model="models/freetumor"))
+    # Without a shipped default model, the adversarial engine needs one named.
+    monkeypatch.setattr("freetumor_core.models.shipped.SHIPPED_MODELS_DIR", tmp_path)
     with pytest.raises(InputError, match=r"engine 'adversarial' needs a model folder"):
         TumorSpec(engine="adversarial").validated()
     with pytest.raises(InputError, match=r"engine 'handcrafted' takes no model"):
@@ -176,7 +178,7 @@ def test_spec_json_round_trip(tmp_path):
         ({"size": "huge"}, "unknown size class 'huge'"),
         ({"organ": None}, "organ must be given"),
         ({"size": "small", "diameter_mm": 12}, "either a size class or diameter_mm"),
-        ({"engine": "adversarial"}, "needs a model folder"),
+        ({"engine": "adversarial", "model": 3}, "model must be a string"),
         (["liver"], "must be a JSON object"),
     ],
 )

@@ -29,6 +29,7 @@ SUITES: dict[str, str] = {
     "synthesis": "freetumor_core.synthesis.bench:synthesis_suite",
     "turing": "freetumor_core.turing.bench:turing_suite",
     "reports": "freetumor_core.reports.bench:reports_suite",
+    "adversarial": "freetumor_core.adversarial.bench:adversarial_suite",
 }
 
 

@@ -47,6 +47,7 @@ from vtkSlicerSegmentationsModuleMRMLPython import vtkMRMLSegmentationNode
 # must load before the core is installed; Testing/test_slicer_ui.py checks that they agree.
 SIZE_CLASSES = ("tiny", "small", "medium", "large")
 DEFAULT_ORGANS = ("liver", "pancreas", "kidney")
+ENGINES = ("handcrafted", "adversarial")
 # The segmentation devices the panel offers (FreeTumorLib.segmentation.DEVICES; checked by the tests).
 SEGMENT_DEVICES = ("auto", "cpu", "cuda")
 POLL_INTERVAL_MS = 200
@@ -91,7 +92,10 @@ class FreeTumorParameterNode:
 
     inputVolume: CT in HU. organSegmentation: its organ segmentation or label map.
     organ: host organ name. size: size class. count: number of tumors. seed: random seed.
-    marginMm: smallest tumor-to-organ-surface distance (mm). markCentres: add centre points.
+    marginMm: smallest tumor-to-organ-surface distance (mm). engine: handcrafted or adversarial.
+    model: the adversarial engine's model folder (empty: the shipped demo). qc: optional segmentation
+    model folder for quality control (each tumor's QC score goes into the tumor table).
+    markCentres: add centre points.
     A parameter named like a TumorSpec field in camelCase (marginMm: margin_mm) is that field.
 
     Segment tumors (parameters named segment*): segmentVolume: CT in HU. segmentOrgans: optional organ
@@ -111,6 +115,9 @@ class FreeTumorParameterNode:
     count: Annotated[int, WithinRange(1, 50), Default(1)]
     seed: Annotated[int, WithinRange(0, 99999999), Default(0)]
     marginMm: Annotated[float, WithinRange(0.0, 50.0), Default(3.0)]
+    engine: Annotated[str, Choice(list(ENGINES)), Default("handcrafted")]
+    model: pathlib.Path
+    qc: pathlib.Path
     markCentres: Annotated[bool, Default(True)]
     segmentVolume: vtkMRMLScalarVolumeNode
     segmentOrgans: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]  # noqa: UP007

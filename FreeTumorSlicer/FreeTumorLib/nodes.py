@@ -296,6 +296,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("diameter_mm", "mm", "equivalent-sphere diameter"),
     ("volume_ml", "mL", "tumor volume"),
     ("contrast_hu", "HU", "mean HU inside minus mean HU of the surrounding organ"),
+    ("qc_score", "", "fraction of the tumor's voxels the QC segmenter found, 0..1 (nan: not checked)"),
     ("R_mm", "mm", "centre of mass, Right"),
     ("A_mm", "mm", "centre of mass, Anterior"),
     ("S_mm", "mm", "centre of mass, Superior"),
@@ -306,7 +307,7 @@ def add_tumor_table(
     scene: slicer.vtkMRMLScene, records: Sequence[TumorRecord], name: str
 ) -> slicer.vtkMRMLTableNode:
     """A table node with one row per tumor: organ, size class, diameter (mm), volume (mL),
-    contrast (HU) and centre (RAS mm)."""
+    contrast (HU), QC score and centre (RAS mm)."""
     rows = [
         (
             record.organ,
@@ -314,6 +315,7 @@ def add_tumor_table(
             record.diameter_mm,
             record.volume_ml,
             record.contrast_hu,
+            float("nan") if record.qc_score is None else record.qc_score,
             *record.centre_ras_mm,
         )
         for record in records

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import slicer
@@ -22,6 +22,7 @@ import slicer
 from freetumor_core.labels import LabelMap, align_to, read_labels
 from freetumor_core.records import TumorRecord
 from freetumor_core.synthesis import TumorSpec, spec_fields
+from freetumor_core.synthesis.spec import DEFAULT_ENGINE, MODEL_ENGINES
 from freetumor_core.volume import read_volume, write_volume
 
 from . import nodes
@@ -56,7 +57,11 @@ class SynthesisRequest:
             name = parameter_name(spec_field.name)
             if hasattr(parameters, name):
                 value = getattr(parameters, name)
+                if isinstance(value, PurePath):  # a folder setting; an empty one reads as "."
+                    value = None if str(value) in ("", ".") else str(value)
                 fields[spec_field.name] = value.strip() if isinstance(value, str) else value
+        if fields.get("engine", DEFAULT_ENGINE) not in MODEL_ENGINES:
+            fields["model"] = None  # a folder left in the model box belongs to the other engine
         return cls(seed=getattr(parameters, "seed", 0), **fields)
 
     def arguments(self, ct_path: Path, labels_path: Path, spec_path: Path, output: Path) -> list[str]:

@@ -186,6 +186,93 @@ def command_reports(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_synthesizer(args: argparse.Namespace) -> int:
+    from ..adversarial import SynthesisSettings
+    from ..adversarial.training import SynthesizerTask
+    from ..training import train
+
+    config = train_config_from_args(args)
+    settings = SynthesisSettings(
+        grid=args.grid,
+        min_spacing_mm=args.spacing_mm,
+        hu_window=tuple(args.hu_window),
+        scale_hu=args.scale_hu,
+    )
+    task = SynthesizerTask(
+        args.datalist,
+        segmenter=args.segmenter,
+        settings=settings,
+        samples=args.samples,
+        adversarial_weight=args.adversarial_weight,
+        segmentation_weight=args.segmentation_weight,
+        seed=config.seed,
+    )
+    result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
+    from ..progress import distributed_rank
+
+    if distributed_rank()[0] == 0:
+        print_result(
+            args,
+            {"run": str(result.run_dir), "model": str(result.model_dir), "steps": result.steps,
+             "losses": result.losses, "metrics": result.metrics, "resumed_from": result.resumed_from},
+        )  # fmt: skip
+        if not json_mode(args):
+            print(f"trained {result.steps} steps; model written to {result.model_dir}")
+    return 0
+
+
+def _register_synthesizer(trainers, common) -> None:
+    from .common import bounded
+
+    parser = trainers.add_parser(
+        "synthesizer",
+        parents=[common],
+        help="the adversarial tumor generator on a datalist of labelled and unlabelled CTs",
+        description=(
+            "Trains the generator and the discriminator (voxel-wise background / real / synthetic "
+            "tumor) with a frozen segmenter's guidance. Labelled entries (tumor labels) give the real "
+            "tumors; every entry with liver, pancreas or kidney labels hosts synthetic geometry."
+        ),
+    )
+    parser.add_argument("--datalist", required=True, metavar="FILE", help="MONAI/MSD datalist (training)")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN", help="run folder")
+    parser.add_argument(
+        "--segmenter",
+        metavar="MODEL",
+        help="frozen segmentation model folder or shipped name (guides the loss)",
+    )
+    parser.add_argument(
+        "--grid", type=bounded(int, 16, 96, "grid"), default=32, help="crop grid edge in voxels (default 32)"
+    )
+    parser.add_argument(
+        "--spacing-mm", type=bounded(float, 0.3, 5.0, "spacing-mm"), default=1.5,
+        help="training spacing and the crop's finest spacing (default 1.5 mm)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--hu-window", type=float, nargs=2, default=[-175.0, 250.0], metavar=("LOW", "HIGH"),
+        help="HU window of the networks' input (default -175 250)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--scale-hu", type=bounded(float, 1.0, 1000.0, "scale-hu"), default=150.0,
+        help="HU of a difference-map value of 1 (default 150)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--samples", type=bounded(int, 1, 10**7, "samples"), default=64, help="items per epoch (default 64)"
+    )
+    parser.add_argument(
+        "--adversarial-weight", type=bounded(float, 0.0, 100.0, "adversarial-weight"), default=0.1,
+        help="generator loss weight of fooling the discriminator (default 0.1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--segmentation-weight", type=bounded(float, 0.0, 100.0, "segmentation-weight"), default=1.0,
+        help="generator loss weight of the segmenter finding the tumor (default 1)",
+    )  # fmt: skip
+    add_trainer_arguments(
+        parser, steps=2000, lr=1e-4, batch_size=2, weight_decay=0.0, checkpoint_every=200, validate_every=200
+    )
+    parser.set_defaults(handler=command_synthesizer)
+
+
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``train`` and its trainers."""
     train = commands.add_parser("train", parents=[common], help="train a model (one process or torchrun)")
@@ -297,3 +384,4 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         log_every=5,
     )  # fmt: skip
     reports.set_defaults(handler=command_reports)
+    _register_synthesizer(trainers, common)

@@ -99,10 +99,16 @@ def synthesize(
 
     Raises:
         InputError: bad spec or unknown engine, unknown or empty organ, or an organ that cannot hold
-            the tumors (unless ``spec.allow_shrink``, which shrinks them with a warning).
+            the tumors (unless ``spec.allow_shrink``, which shrinks them with a warning), or, with
+            ``spec.qc``, tumors the segmenter did not find in ``spec.qc_tries`` tries (see ``qc.py``).
     """
     spec = (spec or TumorSpec()).validated()
-    return get_engine(spec.engine).synthesize(ct, organs, spec, seed=seed, progress=progress)
+    engine = get_engine(spec.engine)
+    if spec.qc is not None:
+        from .qc import synthesize_checked
+
+        return synthesize_checked(engine, ct, organs, spec, seed=seed, progress=progress)
+    return engine.synthesize(ct, organs, spec, seed=seed, progress=progress)
 
 
 def _handcrafted() -> Engine:
@@ -111,4 +117,11 @@ def _handcrafted() -> Engine:
     return HandcraftedEngine()
 
 
+def _adversarial() -> Engine:
+    from ..adversarial.engine import AdversarialEngine
+
+    return AdversarialEngine()
+
+
 register_engine("handcrafted", _handcrafted)
+register_engine("adversarial", _adversarial)

@@ -28,6 +28,8 @@ MAX_COUNT = 50
 DEFAULT_ENGINE = "handcrafted"
 # Engines that run a trained model: they need ``model`` (a model folder); the others take none.
 MODEL_ENGINES = frozenset({"adversarial"})
+# The shipped model a model engine uses when the spec names none.
+DEFAULT_MODELS = {"adversarial": "synthesizer_demo"}
 TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
@@ -153,7 +155,23 @@ class TumorSpec:
         DEFAULT_ENGINE, str, "synthesis engine (see available_engines(); adversarial needs a model)"
     )
     model: str | None = option(
-        None, str, "model folder of a model-based engine (config.json + model.safetensors)", optional=True
+        None,
+        str,
+        "model folder of a model-based engine (config.json + model.safetensors) or a shipped model's name",
+        optional=True,
+    )
+    qc: str | None = option(
+        None,
+        str,
+        "quality control: a segmentation model folder (or shipped name); a tumor is kept only when it "
+        "labels at least qc_threshold of the tumor's voxels as tumor, else new geometry is drawn",
+        optional=True,
+    )
+    qc_threshold: float = option(
+        0.7, float, "quality control: the fraction of tumor voxels the segmenter must find", low=0.0, high=1.0
+    )
+    qc_tries: int = option(
+        10, int, "quality control: draws of new geometry before giving up with a report", low=1, high=100
     )
 
     def validated(self, source: str | os.PathLike[str] | None = None) -> TumorSpec:
@@ -179,8 +197,12 @@ class TumorSpec:
                 groups.setdefault(group, []).append(spec_field.name)
         if len(groups.get("size", ())) > 1:
             raise InputError("give either a size class or diameter_mm, not both", source)
-        if self.engine in MODEL_ENGINES and not self.model:
-            raise InputError(f"engine '{self.engine}' needs a model folder (model)", source)
+        if self.engine in MODEL_ENGINES and not self.model and not _shipped_default(self.engine):
+            raise InputError(
+                f"engine '{self.engine}' needs a model folder (model); this install ships no "
+                f"{DEFAULT_MODELS[self.engine]!r} model",
+                source,
+            )
         if self.engine not in MODEL_ENGINES and self.model is not None:
             raise InputError(f"engine '{self.engine}' takes no model, got model '{self.model}'", source)
         from .engines import available_engines
@@ -247,6 +269,17 @@ class TumorSpec:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(f"tumor spec is not valid JSON: {error}", path) from None
         return cls.from_dict(data, path)
+
+
+def _shipped_default(engine: str) -> bool:
+    from ..models import shipped_models
+
+    return DEFAULT_MODELS.get(engine) in shipped_models()
+
+
+def model_for(spec: TumorSpec) -> str:
+    """The model folder (or shipped name) a model engine runs: ``spec.model`` or its default."""
+    return spec.model or DEFAULT_MODELS[spec.engine]
 
 
 def spec_fields() -> tuple[dataclasses.Field, ...]:
