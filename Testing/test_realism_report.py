@@ -53,10 +53,10 @@ def test_real_tumors_only(shared_data, tmp_path):
     assert matplotlib.image.imread(output / "realism.png").shape[0] > 300
 
 
-def test_missing_data_folder_is_an_input_error(tmp_path, capsys):
+def test_missing_data_folder_is_an_input_error(tmp_path, capfd):
     report = _report_module()
     assert report.main(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
-    assert "data folder not found" in capsys.readouterr().err
+    assert "data folder not found" in capfd.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

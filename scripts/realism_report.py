@@ -5,15 +5,16 @@ python scripts/realism_report.py --output realism_out --seeds 4
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Sequence
 
-from freetumor_core.cli import main as freetumor
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``freetumor realism`` with ``argv``; returns the exit code (2 for bad input)."""
-    return freetumor(["realism", *(sys.argv[1:] if argv is None else argv)])
+    """Run ``python -m freetumor_core realism`` with ``argv``; returns its exit code (2 for bad input)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = [sys.executable, "-m", "freetumor_core", "realism", *arguments]
+    return subprocess.run(command, check=False).returncode
 
 
 if __name__ == "__main__":
