@@ -1,4 +1,4 @@
-"""The realism report on a small subset of the real data (and a few synthetic phantom tumors)."""
+"""The realism report script (a wrapper over ``freetumor realism``) on a small subset of the real data."""
 
 from __future__ import annotations
 
@@ -46,17 +46,17 @@ def test_real_tumors_only(shared_data, tmp_path):
         assert float(row["elongation"]) >= 1.0
     summary = json.loads((output / "realism_distances.json").read_text())
     assert summary["n_real"] == len(rows) and summary["n_synthetic"] == 0
-    liver = summary["comparisons"]["liver"]
+    liver = summary["engines"]["handcrafted"]["comparisons"]["liver"]
     assert len(liver["real_sources"]) == 2
     assert liver["descriptors"]["contrast_hu"]["real"]["n"] == 2
     assert liver["descriptors"]["contrast_hu"]["real"]["max"] < 0  # both hypodense
     assert matplotlib.image.imread(output / "realism.png").shape[0] > 300
 
 
-def test_missing_data_folder_is_an_input_error(tmp_path, capsys):
+def test_missing_data_folder_is_an_input_error(tmp_path, capfd):
     report = _report_module()
     assert report.main(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
-    assert "data folder not found" in capsys.readouterr().err
+    assert "data folder not found" in capfd.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -79,7 +79,7 @@ def test_real_against_synthetic_liver_tumors(shared_data, tmp_path):
         assert min(abs(float(row["diameter_mm"]) - d) for d in real_diameters) < 0.25 * real_diameters[0]
     summary = json.loads((output / "realism_distances.json").read_text())
     assert summary["n_synthetic"] == len(synthetic)
-    for name, entry in summary["comparisons"]["liver"]["descriptors"].items():
+    for name, entry in summary["engines"]["handcrafted"]["comparisons"]["liver"]["descriptors"].items():
         distance = entry["distance"]
         assert entry["synthetic"]["n"] == len(synthetic), name
         assert math.isfinite(distance["wasserstein"]) and math.isfinite(distance["median_shift_iqr"]), name

@@ -31,6 +31,7 @@ GROUPS: list[str] = [
     "train",
     "segmentation",
     "reports",
+    "realism",
 ]
 
 

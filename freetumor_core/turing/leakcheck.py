@@ -76,8 +76,13 @@ def case_features(array: np.ndarray, source_spacing_mm: Sequence[float]) -> dict
     }
 
 
-def _loo_accuracy(matrix: np.ndarray, is_synthetic: np.ndarray) -> float:
-    right = 0
+def loo_predictions(matrix: np.ndarray, is_synthetic: np.ndarray) -> np.ndarray:
+    """Leave-one-out nearest-centroid predictions (``True`` = synthetic), one per row of ``matrix``.
+
+    Each row is left out in turn; the features are standardised on the other rows and the row goes
+    to the group whose centroid is nearer.
+    """
+    predictions = np.zeros(len(matrix), dtype=bool)
     for i in range(len(matrix)):
         train = np.arange(len(matrix)) != i
         mean = matrix[train].mean(axis=0)
@@ -88,8 +93,12 @@ def _loo_accuracy(matrix: np.ndarray, is_synthetic: np.ndarray) -> float:
         for group in (False, True):
             members = train & (is_synthetic == group)
             distances.append(np.linalg.norm(standard[i] - standard[members].mean(axis=0)))
-        right += bool(distances[1] < distances[0]) == bool(is_synthetic[i])
-    return right / len(matrix)
+        predictions[i] = bool(distances[1] < distances[0])
+    return predictions
+
+
+def _loo_accuracy(matrix: np.ndarray, is_synthetic: np.ndarray) -> float:
+    return float(np.mean(loo_predictions(matrix, is_synthetic) == is_synthetic))
 
 
 def check_leaks(features: Sequence[dict[str, float]], origins: Sequence[str]) -> dict[str, Any]:
