@@ -18,7 +18,7 @@ def test_query_benchmarks_report_exact_recall_and_the_approximate_index():
     assert results["query/recall10_100k"]["median"] == 1.0  # the exact index is exact
     assert results["query/recall10_1m"]["median"] >= 0.9
     assert all(row["median"] > 0 for name, row in results.items() if name.startswith("query/top10"))
-    assert any("3000 and 12000 rows" in note for note in payload["notes"])
+    assert any("3000 and 12000 rows" in note for note in payload["notes"]["remarks"])
 
 
 def test_encode_benchmarks_and_the_volume_hook_through_the_cli(shared_data, tmp_path):
@@ -34,6 +34,6 @@ def test_encode_benchmarks_and_the_volume_hook_through_the_cli(shared_data, tmp_
         import freetumor_core.reports.model  # noqa: F401
     except ImportError:
         assert "embed/volume" not in results
-        assert any(note.startswith("embed/volume left out") for note in payload["notes"])
+        assert any(note.startswith("embed/volume left out") for note in payload["notes"]["remarks"])
     else:
         assert results["embed/volume"] > 0

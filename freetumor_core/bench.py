@@ -6,6 +6,8 @@ they measure and are named in :data:`SUITES`; the result file has the shape::
 
     {"suite": "io", "machine": {"cpu": ..., "cores": 2, "torch": "2.13.0", "device": "cpu"},
      "results": [{"name": "read/nifti", "unit": "ms", "median": ..., "min": ..., "max": ..., "n": 5}]}
+
+A suite may add ``"notes"`` (:meth:`Bench.note`): what it ran on, such as which weights a network had.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .progress import ProgressLike, make_progress
 # Suite name -> "module:function"; modules are imported only when their suite runs.
 SUITES: dict[str, str] = {
     "io": "freetumor_core.bench:io_suite",
+    "segmentation": "freetumor_core.segmentation.bench:segmentation_suite",
     "synthesis": "freetumor_core.synthesis.bench:synthesis_suite",
     "turing": "freetumor_core.turing.bench:turing_suite",
     "reports": "freetumor_core.reports.bench:reports_suite",
@@ -80,7 +83,7 @@ class Bench:
         self.options = options or {}
         self.repeat = repeat
         self.results: list[dict[str, Any]] = []
-        self.notes: list[str] = []
+        self.notes: dict[str, Any] = {}
 
     def time(
         self,
@@ -130,13 +133,19 @@ class Bench:
                 samples[name].append((time.perf_counter() - start) * scale / per_call)
         return [self._add(name, unit, values) for name, values in samples.items()]
 
-    def record(self, name: str, value: float, unit: str) -> dict[str, Any]:
-        """Add one measured value (start-up time, peak memory, ...)."""
-        return self._add(name, unit, [float(value)])
+    def record(self, name: str, value: float | list[float], unit: str) -> dict[str, Any]:
+        """Add one measured value (start-up time, peak memory, ...), or several measured elsewhere."""
+        values = value if isinstance(value, list | tuple) else [value]
+        return self._add(name, unit, [float(v) for v in values])
 
-    def note(self, text: str) -> None:
-        """Add a remark to the result file (``"notes"``): a measurement left out and why, ..."""
-        self.notes.append(text)
+    def note(self, key: str, value: Any = None) -> None:
+        """Say in the result file (``"notes"``) what the results were measured on: ``key`` and a
+        JSON-ready ``value``; or, without a value, add ``key`` as a remark (``notes["remarks"]``:
+        a measurement left out and why, ...)."""
+        if value is None:
+            self.notes.setdefault("remarks", []).append(key)
+        else:
+            self.notes[key] = value
 
     def _add(self, name: str, unit: str, samples: list[float]) -> dict[str, Any]:
         result = {

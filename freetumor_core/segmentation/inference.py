@@ -7,12 +7,21 @@ probabilities, averaged over flips of each axis with ``tta``; each class probabi
 (linear) back onto the CT's grid, where the label is the most probable class. Resampling goes
 through physical coordinates (SimpleITK), so no voxel shifts, on any spacing or direction. Then the
 post-processing rules of :mod:`.postprocess` and the lesions as records.
+
+The sliding-window step (:func:`window_probabilities`) takes two exact short cuts by default
+(``fast``): a window whose every voxel holds the same value in each channel (air clipped to the HU
+window's low end) goes through the network once per distinct value, and its output is reused; a
+network with MONAI's fused-attention switch (``use_flash_attention``, SwinUNETR's window attention)
+uses ``scaled_dot_product_attention`` at inference. ``precision="bf16"`` (bf16 autocast, on the CPU
+too) is faster and lossy: a documented option, not a default on the CPU.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from ..device import autocast
 from ..errors import InputError
 from ..labels import LabelMap
 from ..lesions import MIN_LESION_ML, is_lesion_label
@@ -29,9 +39,19 @@ from ..volume import Volume
 from .networks import host_organ, takes_organ_channel, tumor_labels
 from .postprocess import Lesion, find_lesions, postprocess
 
-__all__ = ["DEFAULT_OVERLAP", "SegmentationResult", "model_grid", "segment", "to_ct_grid"]
+__all__ = [
+    "DEFAULT_OVERLAP",
+    "PRECISIONS",
+    "SegmentationResult",
+    "model_grid",
+    "model_inputs",
+    "segment",
+    "to_ct_grid",
+    "window_probabilities",
+]
 
 DEFAULT_OVERLAP = 0.25
+PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_PATCH_VOXELS = (96, 96, 96)
 TASK = "segmentation"
 
@@ -128,6 +148,120 @@ def _windows(shape_zyx, roi, overlap: float) -> int:
     return len(dense_patch_slices(shape_zyx, roi, interval))
 
 
+@contextlib.contextmanager
+def fused_attention(network: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Inside: MONAI's ``use_flash_attention`` switched on for every module of ``network`` that has
+    it (``torch.nn.functional.scaled_dot_product_attention``, the same weights and, up to float
+    rounding, the same result); the switches are put back after."""
+    modules = [
+        m for m in network.modules() if enabled and isinstance(getattr(m, "use_flash_attention", None), bool)
+    ]
+    before = [m.use_flash_attention for m in modules]
+    for module in modules:
+        module.use_flash_attention = True
+    try:
+        yield
+    finally:
+        for module, value in zip(modules, before, strict=True):
+            module.use_flash_attention = value
+
+
+def _precision(device: torch.device, precision: str):
+    if precision == "auto":
+        return autocast(device)
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _constant_key(window: torch.Tensor) -> tuple | None:
+    """``(shape, per-channel value)`` when every voxel of each channel of ``window`` (C, ...) holds
+    the same value, else ``None``."""
+    flat = window.flatten(1)
+    low, high = flat.amin(1), flat.amax(1)
+    if bool(torch.equal(low, high)):
+        return tuple(window.shape), tuple(low.tolist())
+    return None
+
+
+def window_probabilities(
+    inputs: torch.Tensor,
+    network: torch.nn.Module,
+    roi: Sequence[int],
+    overlap: float,
+    batch_size: int = 1,
+    device: torch.device | None = None,
+    precision: str = "auto",
+    fast: bool = True,
+    on_batch: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """Softmax class probabilities ``(1, C, z, y, x)`` of ``network`` over ``inputs`` ``(1, C_in, z,
+    y, x)``: MONAI ``sliding_window_inference``, Gaussian weighting, ``roi`` windows (z, y, x).
+
+    Args:
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, or ``bf16`` (bf16
+            autocast on any device: faster, lossy).
+        fast: the exact short cuts: constant windows computed once, fused attention.
+        on_batch: called after each forward pass (progress).
+    """
+    from monai.inferers import sliding_window_inference
+
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    device = device or inputs.device
+    reused: dict[tuple, torch.Tensor] = {}
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with _precision(device, precision):
+            logits = network(batch)
+        return torch.softmax(logits.float(), dim=1)
+
+    def reusing(batch: torch.Tensor) -> torch.Tensor:
+        keys = [_constant_key(window) for window in batch]
+        varying = [i for i, key in enumerate(keys) if key is None]
+        if len(varying) == len(keys):
+            return forward(batch)
+        parts = dict(zip(varying, forward(batch[varying]), strict=True)) if varying else {}
+        for i, key in enumerate(keys):
+            if key is not None:
+                if key not in reused:
+                    reused[key] = forward(batch[i : i + 1])[0]
+                parts[i] = reused[key]
+        return torch.stack([parts[i] for i in range(len(keys))])
+
+    def predictor(batch: torch.Tensor) -> torch.Tensor:
+        output = reusing(batch) if fast else forward(batch)
+        if on_batch is not None:
+            on_batch()
+        return output
+
+    with torch.inference_mode(), fused_attention(network, fast):
+        return sliding_window_inference(
+            inputs, list(roi), batch_size, predictor, overlap=overlap, mode="gaussian", sw_device=device
+        )
+
+
+def model_inputs(ct: Volume, config, organ_masks=None) -> tuple[np.ndarray, Volume | None]:
+    """The network's input channels ``(C, z, y, x)`` for ``ct``: HU windowed to [0, 1], the organ
+    channel when the model takes one, on the model's grid; and that grid (``None``: the CT's)."""
+    pre = config.preprocessing
+    channels = [_window(ct.array, pre.hu_window)]
+    if takes_organ_channel(config):
+        channels.append(np.any(np.stack(list(organ_masks.values())), axis=0).astype(np.float32))
+    if pre.spacing_mm is None or np.allclose(pre.spacing_mm, ct.spacing, rtol=0, atol=1e-6):
+        return np.stack(channels), None
+    size, spacing = model_grid(ct, pre.spacing_mm)
+    direction = tuple(ct.direction.flatten())
+    interpolators = [sitk.sitkLinear, sitk.sitkNearestNeighbor]
+    channels = [
+        sitk.GetArrayFromImage(
+            _resample(ct.like(c).to_sitk(), size, spacing, ct.origin, direction, interpolators[i])
+        )
+        for i, c in enumerate(channels)
+    ]
+    return np.stack(channels), Volume(np.zeros(size[::-1], np.uint8), spacing, ct.origin, ct.direction)
+
+
 def segment(
     ct: Volume,
     model: LoadedModel | str | os.PathLike[str],
@@ -137,6 +271,8 @@ def segment(
     tta: bool = False,
     min_tumor_ml: float = MIN_LESION_ML,
     batch_size: int = 1,
+    precision: str = "auto",
+    fast: bool = True,
     progress: ProgressLike = None,
 ) -> SegmentationResult:
     """Segment a whole CT with a segmentation model folder (or a loaded model).
@@ -151,20 +287,24 @@ def segment(
         tta: average the probabilities over flips of each axis (4 passes).
         min_tumor_ml: tumor pieces below this volume are removed.
         batch_size: windows per forward pass.
+        precision: ``auto`` (bf16 on CUDA, fp32 elsewhere), ``fp32``, or ``bf16`` (also on the CPU:
+            faster, lossy; see docs/segmentation.md for the agreement measured).
+        fast: the exact short cuts of :func:`window_probabilities` (off: plain MONAI inference).
         progress: reporter; reports the task ``segment`` (windows done of all).
 
     Raises:
         InputError: a folder of another task or a broken one, organ labels that hold none of the
-            model's organs, organ labels missing for a model that needs them, or a bad overlap.
+            model's organs, organ labels missing for a model that needs them, a bad overlap or
+            precision.
     """
     import time
 
-    from monai.inferers import sliding_window_inference
-
-    from ..device import autocast, resolve_device
+    from ..device import resolve_device
 
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"overlap must be from 0 to below 1, got {overlap}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     started = time.perf_counter()
     torch_device = resolve_device(device)
     loaded = _model(model, torch_device)
@@ -190,48 +330,28 @@ def segment(
             loaded.folder / CONFIG_FILE,
         )
     pre = config.preprocessing
-    image = _window(ct.array, pre.hu_window)
-    channels = [image]
-    if takes_organ_channel(config):
-        channels.append(np.any(np.stack(list(organ_masks.values())), axis=0).astype(np.float32))
-    if pre.spacing_mm is not None and not np.allclose(pre.spacing_mm, ct.spacing, rtol=0, atol=1e-6):
-        size, spacing = model_grid(ct, pre.spacing_mm)
-        direction = tuple(ct.direction.flatten())
-        interpolators = [sitk.sitkLinear, sitk.sitkNearestNeighbor]
-        channels = [
-            sitk.GetArrayFromImage(
-                _resample(ct.like(c).to_sitk(), size, spacing, ct.origin, direction, interpolators[i])
-            )
-            for i, c in enumerate(channels)
-        ]
-        grid = Volume(np.zeros(size[::-1], np.uint8), spacing, ct.origin, ct.direction)
-    else:
-        grid = None
-    inputs = torch.from_numpy(np.stack(channels))[None].to(torch_device)
+    channels, grid = model_inputs(ct, config, organ_masks)
+    inputs = torch.from_numpy(channels)[None].to(torch_device)
     roi = list(pre.patch_size_voxels or DEFAULT_PATCH_VOXELS)[::-1]
     flips = [(), (2,), (3,), (4,)] if tta else [()]
     reporter = make_progress(progress)
     per_pass = math.ceil(_windows(inputs.shape[2:], roi, overlap) / batch_size)
     total, done = per_pass * len(flips), 0
 
-    def predictor(batch: torch.Tensor) -> torch.Tensor:
+    def on_batch() -> None:
         nonlocal done
-        with autocast(torch_device):
-            logits = network(batch)
         done += 1
         reporter.update("segment", min(done, total), total)
-        return torch.softmax(logits.float(), dim=1)
 
     reporter.update("segment", 0, total)
     probabilities = None
-    with torch.inference_mode():
-        for axes in flips:
-            flipped = torch.flip(inputs, axes) if axes else inputs
-            output = sliding_window_inference(
-                flipped, roi, batch_size, predictor, overlap=overlap, mode="gaussian", sw_device=torch_device
-            )
-            output = torch.flip(output, axes) if axes else output
-            probabilities = output if probabilities is None else probabilities + output
+    for axes in flips:
+        flipped = torch.flip(inputs, axes) if axes else inputs
+        output = window_probabilities(
+            flipped, network, roi, overlap, batch_size, torch_device, precision, fast, on_batch
+        )
+        output = torch.flip(output, axes) if axes else output
+        probabilities = output if probabilities is None else probabilities + output
     probabilities = (probabilities[0] / len(flips)).float().cpu().numpy()
     del inputs
     tumor_ids = set(tumor_labels(names))
@@ -255,6 +375,8 @@ def segment(
         "device": str(torch_device),
         "overlap": overlap,
         "tta": tta,
+        "precision": precision,
+        "fast": fast,
         "windows": total,
         "model_spacing_mm": pre.spacing_mm,
         "seconds": round(time.perf_counter() - started, 3),
