@@ -65,10 +65,12 @@ def test_segment_writes_the_output_set_in_the_cts_geometry(tmp_path, capsys):
 
 def test_segment_without_a_model_uses_the_shipped_demo_model(tmp_path, capsys):
     ct_path = write_ct(tmp_path / "ct.nii.gz")
-    assert main(["segment", str(ct_path), "-o", str(tmp_path / "out"), "--no-snapshot", "--json"]) == 0
-    payload = json.loads(capsys.readouterr().out)
-    assert Path(payload["settings"]["model"]).name == "segmenter_demo"
-    assert Path(payload["settings"]["model"]).parent == SHIPPED_MODELS_DIR
+    argv = ["--progress", "json", "segment", str(ct_path), "-o", str(tmp_path / "out"), "--no-snapshot"]
+    assert main(argv) == 0
+    done = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert done["event"] == "done"
+    assert Path(done["settings"]["model"]).name == "segmenter_demo"
+    assert Path(done["settings"]["model"]).parent == SHIPPED_MODELS_DIR
     assert (tmp_path / "out" / "labels.nii.gz").is_file()
 
 
