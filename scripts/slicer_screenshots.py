@@ -19,7 +19,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[1]
 MODULES = {
     # module name: panel size in pixels (width, height)
-    "FreeTumor": (380, 1180),
+    "FreeTumor": (380, 1240),
     "FreeTumorTuringTest": (380, 640),
 }
 SCREENSHOTS = REPO / "Resources" / "Screenshots"
