@@ -88,6 +88,27 @@ def train_config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(settings, args.config)
 
 
+def report_training(args: argparse.Namespace, result, *lines: str) -> int:
+    """Print a finished run (on rank 0 only): the result, then ``lines`` for people."""
+    from ..progress import distributed_rank
+
+    if distributed_rank()[0] == 0:
+        payload = {
+            "run": str(result.run_dir),
+            "model": str(result.model_dir),
+            "steps": result.steps,
+            "losses": result.losses,
+            "metrics": result.metrics,
+            "resumed_from": result.resumed_from,
+        }
+        print_result(args, payload)
+        if not json_mode(args):
+            print(f"trained {result.steps} steps; model written to {result.model_dir}")
+            for line in lines:
+                print(line)
+    return 0
+
+
 def command_toy(args: argparse.Namespace) -> int:
     from ..training import train
     from ..training.toy import ToyLiverTask
@@ -95,21 +116,7 @@ def command_toy(args: argparse.Namespace) -> int:
     config = train_config_from_args(args)
     task = ToyLiverTask(samples=args.samples, crop_voxels=args.crop_voxels)
     result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
-    payload = {
-        "run": str(result.run_dir),
-        "model": str(result.model_dir),
-        "steps": result.steps,
-        "losses": result.losses,
-        "metrics": result.metrics,
-        "resumed_from": result.resumed_from,
-    }
-    from ..progress import distributed_rank
-
-    if distributed_rank()[0] == 0:
-        print_result(args, payload)
-        if not json_mode(args):
-            print(f"trained {result.steps} steps; model written to {result.model_dir}")
-    return 0
+    return report_training(args, result)
 
 
 def command_segmenter(args: argparse.Namespace) -> int:
@@ -134,17 +141,7 @@ def command_segmenter(args: argparse.Namespace) -> int:
         augment=args.augment,
     )
     result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
-    from ..progress import distributed_rank
-
-    if distributed_rank()[0] == 0:
-        print_result(
-            args,
-            {"run": str(result.run_dir), "model": str(result.model_dir), "steps": result.steps,
-             "losses": result.losses, "metrics": result.metrics},
-        )  # fmt: skip
-        if not json_mode(args):
-            print(f"trained {result.steps} steps; model written to {result.model_dir}")
-    return 0
+    return report_training(args, result)
 
 
 def command_reports(args: argparse.Namespace) -> int:
@@ -170,20 +167,11 @@ def command_reports(args: argparse.Namespace) -> int:
         device=config.device, progress=args.reporter,
     )  # fmt: skip
     result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
-    from ..progress import distributed_rank
-
-    if distributed_rank()[0] == 0:
-        print_result(
-            args,
-            {"run": str(result.run_dir), "model": str(result.model_dir), "steps": result.steps,
-             "losses": result.losses, "metrics": result.metrics},
-        )  # fmt: skip
-        if not json_mode(args):
-            print(f"trained {result.steps} steps; model written to {result.model_dir}")
-            recall = result.metrics.get("ct_to_report_r1")
-            if recall is not None:
-                print(f"held-out CT -> report R@1 {recall:.3f} (chance {result.metrics['chance_r1']:.3f})")
-    return 0
+    recall = result.metrics.get("ct_to_report_r1")
+    if recall is None:
+        return report_training(args, result)
+    chance = result.metrics["chance_r1"]
+    return report_training(args, result, f"held-out CT -> report R@1 {recall:.3f} (chance {chance:.3f})")
 
 
 def command_synthesizer(args: argparse.Namespace) -> int:
@@ -208,17 +196,7 @@ def command_synthesizer(args: argparse.Namespace) -> int:
         seed=config.seed,
     )
     result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
-    from ..progress import distributed_rank
-
-    if distributed_rank()[0] == 0:
-        print_result(
-            args,
-            {"run": str(result.run_dir), "model": str(result.model_dir), "steps": result.steps,
-             "losses": result.losses, "metrics": result.metrics, "resumed_from": result.resumed_from},
-        )  # fmt: skip
-        if not json_mode(args):
-            print(f"trained {result.steps} steps; model written to {result.model_dir}")
-    return 0
+    return report_training(args, result)
 
 
 def _register_synthesizer(trainers, common) -> None:
