@@ -3,7 +3,6 @@ window, and a reader-study case on a host that already holds a real tumor."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -20,11 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _realism_report():
-    spec = importlib.util.spec_from_file_location("realism_report", REPO / "scripts" / "realism_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from freetumor_core import realism
+
+    return realism
 
 
 # -- lesion labels ------------------------------------------------------------------------------
