@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -258,16 +259,27 @@ PROBES = {
     "bench_suite": (lambda c: ["bench", "nosuch"], ["nosuch", "unknown benchmark suite"]),
 }
 
+# The probe writes its own peak RSS (VmHWM, which starts afresh at exec): the parent's rusage would
+# also count the memory of the test process it was forked from.
 RUNNER = """
 import os, sys
 from freetumor_core.cli import main
-sys.exit(main(sys.argv[1:]))
+try:
+    code = main(sys.argv[1:])
+finally:
+    with open("/proc/self/status") as status:
+        peak = next(line for line in status if line.startswith("VmHWM")).split()[1]
+    with open(os.environ["FREETUMOR_PEAK_FILE"], "w") as out:
+        out.write(peak)
+sys.exit(code)
 """
 
 
 def _probe(arguments: list[str]) -> tuple[int, str, int]:
     """Run the command line in a fresh process: exit code, standard error, peak RSS (bytes)."""
+    peak_file = tempfile.NamedTemporaryFile(suffix=".peak", delete=False).name
     env = {**os.environ, "PYTHONPATH": str(REPO), "FREETUMOR_MAX_IMAGE_MB": "1024"}
+    env["FREETUMOR_PEAK_FILE"] = peak_file
     process = subprocess.Popen(
         [sys.executable, "-c", RUNNER, "--progress", "none", *arguments],
         stdout=subprocess.DEVNULL,
@@ -278,7 +290,9 @@ def _probe(arguments: list[str]) -> tuple[int, str, int]:
     process.stderr.close()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, stderr, usage.ru_maxrss * 1024
+    text = Path(peak_file).read_text()
+    Path(peak_file).unlink()
+    return process.returncode, stderr, int(text) * 1024 if text else usage.ru_maxrss * 1024
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))
