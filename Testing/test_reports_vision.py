@@ -93,3 +93,31 @@ def test_a_model_of_another_task_or_with_broken_weights_is_refused(tmp_path):
     (folder / "model.safetensors").write_bytes(b"\0" * 64)
     with pytest.raises(InputError, match=r"model\.safetensors"):
         load_report_model(folder, device="cpu")
+
+
+def test_model_info_reads_a_report_model_folder(tmp_path, capsys):
+    from freetumor_core.cli import main
+
+    folder = tiny_model_folder(tmp_path / "model")
+    assert main(["model", "info", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["task"] == "reports" and info["architecture"]["name"] == "ReportModel"
+    network = ReportModel(**info["architecture"]["args"])
+    assert info["parameter_count"] == sum(p.numel() for p in network.parameters())
+    assert info["preprocessing"]["patch_size_voxels"] == [32, 32, 32]
+    assert info["provenance"]["text_encoder"] == "default"
+    assert main(["model", "info", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert "task:                reports" in text and "ReportModel" in text and "text_encoder:" in text
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json"])
+def test_model_info_on_a_truncated_report_model_exits_2_naming_the_file(tmp_path, capsys, name):
+    from freetumor_core.cli import main
+
+    folder = tiny_model_folder(tmp_path / "model")
+    path = folder / name
+    path.write_bytes(path.read_bytes()[:100])
+    assert main(["model", "info", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "Traceback" not in error

@@ -55,16 +55,27 @@ class LoadedModel:
         return iter((self.network, self.config))
 
 
+# FreeTumor's own architectures (name -> "module:class"); every other name is a monai.networks.nets class.
+OWN_ARCHITECTURES = {"ReportModel": "freetumor_core.reports.vision:ReportModel"}
+
+
 def build_network(architecture: dict[str, Any], path: Any = None) -> nn.Module:
-    """``monai.networks.nets.<name>(**args)`` from ``{"name": ..., "args": {...}}``.
+    """``monai.networks.nets.<name>(**args)`` from ``{"name": ..., "args": {...}}``, or one of
+    :data:`OWN_ARCHITECTURES` (the report model).
 
     Raises:
         InputError: naming ``path``: an unknown network name, or arguments it does not accept.
     """
-    from monai.networks import nets
-
     name = architecture.get("name")
-    factory = getattr(nets, str(name), None)
+    if str(name) in OWN_ARCHITECTURES:
+        import importlib
+
+        module, _, attribute = OWN_ARCHITECTURES[str(name)].partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    else:
+        from monai.networks import nets
+
+        factory = getattr(nets, str(name), None)
     if not (isinstance(factory, type) and issubclass(factory, nn.Module)):
         raise InputError(f"unknown network {name!r}: not a class in monai.networks.nets", path)
     try:

@@ -32,6 +32,7 @@ __all__ = [
     "BODY_HU",
     "LoadedReportModel",
     "ReportEmbedding",
+    "bench_embed_volume",
     "ct_input",
     "default_preprocessing",
     "load_report_model",
@@ -192,3 +193,66 @@ def load_report_model(folder: str | os.PathLike[str], device: str = "auto") -> L
     encoder = config.provenance.get("text_encoder")
     text_encoder = None if encoder in (None, "default") else str(encoder)
     return LoadedReportModel(network, config, folder, torch_device, text_encoder)
+
+
+def bench_embed_volume(bench) -> None:
+    """``embed/volume`` of ``freetumor bench reports``: seconds to embed one CT on the CPU.
+
+    ``embed/volume`` is the whole of :meth:`LoadedReportModel.embed_ct` (the input grid, the HU
+    window, the network); ``embed/volume_input`` and ``embed/volume_network`` are its two parts,
+    timed in turns beside it. Reading the file is not counted. Options: ``model=DIR`` (a report
+    model folder or a shipped model's name; default: a seeded untrained model of the default
+    architecture and preprocessing, which is as fast as a trained one), ``ct=PATH`` (default:
+    IRCADb patient 7 in the shared data, 512 x 512 x 151; the phantom when that is absent).
+    """
+    from ..volume import read_volume
+    from .bench import SHARED_DATA
+
+    if bench.options.get("model"):
+        model = load_report_model(bench.options["model"], device="cpu")
+        bench.note(f"embed/volume: report model {model.folder}")
+    else:
+        from ..models import ModelConfig
+        from .vision import default_architecture
+
+        torch.manual_seed(0)
+        preprocessing = default_preprocessing()
+        architecture = default_architecture(input_voxels=preprocessing.patch_size_voxels[0])
+        network = ReportModel(**architecture["args"]).eval()
+        config = ModelConfig(task="reports", architecture=architecture, preprocessing=preprocessing)
+        model = LoadedReportModel(network, config, Path("."), torch.device("cpu"))
+        bench.note(
+            "embed/volume: an untrained report model of the default architecture (ReportModel, feature "
+            "size 12) and preprocessing (no model=DIR given); weights do not change the time"
+        )
+    source = bench.options.get("ct") or SHARED_DATA / "ircadb_p07" / "ircadb1_07_ct.nii.gz"
+    if Path(source).is_file():
+        ct = read_volume(source)
+    else:
+        from ..phantom import make_phantom
+
+        ct, _ = make_phantom(0)
+        source = "the phantom (seed 0)"
+    preprocessing = model.config.preprocessing
+    size = "x".join(str(n) for n in preprocessing.patch_size_voxels)
+    shape = "x".join(str(n) for n in reversed(ct.shape))
+    bench.note(
+        f"embed/volume: CT {source}, {shape} voxels, to a {size} input at "
+        f"{preprocessing.spacing_mm} mm; CPU, {torch.get_num_threads()} torch threads; reading not counted"
+    )
+    grid = window(ct_input(ct, preprocessing), preprocessing)
+    tensor = torch.from_numpy(grid)[None, None]
+
+    def network_only():
+        with torch.inference_mode():
+            model.network.encode_image(tensor)
+
+    bench.time_interleaved(
+        {
+            "embed/volume": lambda: model.embed_ct(ct),
+            "embed/volume_input": lambda: window(ct_input(ct, preprocessing), preprocessing),
+            "embed/volume_network": network_only,
+        },
+        repeat=min(bench.repeat, 3),
+        unit="s",
+    )
