@@ -8,6 +8,8 @@ import json
 
 from .common import bounded, json_mode, print_result
 
+DEFAULT_MODEL = "reports_demo"  # the shipped demo model (freetumor_core/data/models)
+
 
 def command_zero_shot_text(args: argparse.Namespace) -> int:
     from ..files import write_json
@@ -241,7 +243,12 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "index", parents=[common], help="embed a report bank or a set of CTs into an index folder"
     )
     index.add_argument("-o", "--output", required=True, metavar="DIR", help="index folder")
-    index.add_argument("--model", required=True, metavar="DIR", help="report model folder")
+    index.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="DIR",
+        help=f"report model folder or name (default {DEFAULT_MODEL})",
+    )
     bank = index.add_mutually_exclusive_group(required=True)
     bank.add_argument(
         "--reports", metavar="BANK", help="reports: CSV, JSONL, datalist JSON or a folder of .txt"
@@ -274,6 +281,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "findings", parents=[common], help="zero-shot findings of a CT from positive/negative prompt pairs"
     )
     findings.add_argument("ct", metavar="CT", help="a CT file")
-    findings.add_argument("--model", required=True, metavar="DIR", help="report model folder")
+    findings.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        metavar="DIR",
+        help=f"report model folder or name (default {DEFAULT_MODEL})",
+    )
     _json_flags(findings)
     findings.set_defaults(handler=command_findings)

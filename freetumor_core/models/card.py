@@ -26,6 +26,14 @@ def _table(rows: dict[str, Any], empty: str) -> list[str]:
     return lines
 
 
+def _factory(name: str) -> str:
+    """The dotted name of the class that builds architecture ``name``."""
+    from .folder import OWN_ARCHITECTURES
+
+    own = OWN_ARCHITECTURES.get(name)
+    return own.replace(":", ".") if own else f"monai.networks.nets.{name}"
+
+
 def model_card(config: ModelConfig, parameter_count: int) -> str:
     """Markdown: task, description, architecture, preprocessing, labels, training data, metrics."""
     provenance = dict(config.provenance)
@@ -38,7 +46,7 @@ def model_card(config: ModelConfig, parameter_count: int) -> str:
         "",
         "## Architecture",
         "",
-        f"`monai.networks.nets.{config.network_name}(**args)` with args "
+        f"`{_factory(config.network_name)}(**args)` with args "
         f"`{json.dumps(config.architecture['args'])}`; {parameter_count:,} parameters.",
         "",
         "## Preprocessing",
