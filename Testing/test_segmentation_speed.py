@@ -196,6 +196,7 @@ def test_bench_segmentation_writes_the_named_results(tmp_path):
         f"{swin}/plain",
         f"{swin}/fast",
         f"{swin}/fast_fp32",
+        *(f"cpu_s/{swin.removeprefix('whole_ct/')}/{path}" for path in ("plain", "fast", "fast_fp32")),
         *(f"{name}{suffix}" for name in ("agreement", "softmax_max_abs_diff", "softmax_mean_abs_diff")
           for suffix in ("", "/fp32", "/default_bf16")),
     }  # fmt: skip

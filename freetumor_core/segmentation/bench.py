@@ -20,6 +20,8 @@ Results:
   plain fp32 against the fast path in bf16.
 - ``constant_windows/whole_ct`` (ratio): of the whole CT's windows at overlap 0.5, those that are one
   constant value (air), which the fast path computes once.
+- ``cpu_s/swinunetr_v2_fs48/plain``, ``.../fast``, ``.../fast_fp32`` (s): the process's CPU time
+  of the same runs (all its threads), steadier than wall time on a shared machine.
 
 Weights: ``model`` (a folder or a shipped model's name) for ``default``; else the shipped
 ``segmenter_demo`` when there is one, else the preset with seeded random weights. SwinUNETR always
@@ -38,6 +40,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -266,9 +269,22 @@ def segmentation_suite(bench: Bench) -> None:
     calls = {f"{name}/plain": plain, f"{name}/fast": lambda: fast("auto")}
     if options.get("fp32", "1") not in ("0", "false", "no"):
         calls[f"{name}/fast_fp32"] = lambda: fast("fp32")
+    cpu_seconds: dict[str, list[float]] = {}
+
+    def cpu_timed(key: str, call):
+        def timed() -> None:
+            start = time.process_time()
+            call()
+            cpu_seconds.setdefault(key, []).append(time.process_time() - start)
+
+        return timed
+
     with torch.no_grad():  # warm-up: one window, so that no timing carries one-off set-up costs
         network(inputs[(..., *(slice(0, r) for r in roi))])
-    bench.time_interleaved(calls, warmup=0, repeat=int(options.get("swin_repeat", 1)), unit="s")
+    timed_calls = {key: cpu_timed(key, call) for key, call in calls.items()}
+    bench.time_interleaved(timed_calls, warmup=0, repeat=int(options.get("swin_repeat", 1)), unit="s")
+    for key, values in cpu_seconds.items():  # CPU time of this process: steadier on a shared machine
+        bench.record(f"cpu_s/{key.removeprefix('whole_ct/')}", values, "s")
     _fidelity(bench, "", outputs["plain"], outputs["auto"])
     if "fp32" in outputs:
         _fidelity(bench, "/fp32", outputs["plain"], outputs["fp32"])
