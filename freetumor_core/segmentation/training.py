@@ -250,7 +250,7 @@ class SegmentationCrops(torch.utils.data.Dataset):
         except InputError as error:
             # This crop's part of the organ cannot hold a tumor, or no try passed quality control:
             # the crop stays healthy.
-            if self.checks_quality and str(error).startswith("quality control failed"):
+            if self.checks_quality and error.problem.startswith("quality control failed"):
                 info["qc_rejected"] = 1.0
             return hu, target
         tumor_id = next(k for k, n in tumor_labels(self.names).items() if host_organ(n) == organ)
@@ -401,9 +401,9 @@ class SegmenterTask(TrainTask):
             f"{self.summary['synthetic_ratio']:.0%} of their crops"
         )
         if self.data.checks_quality:
-            qc = self.summary["qc"]
+            spec = self.data.tumor_spec("liver", SIZES[0])
             provenance["training_data"] += (
-                f", kept when the segmenter {qc['qc']} found at least "
-                f"{qc.get('qc_threshold', 'TumorSpec.qc_threshold')} of a tumor's voxels"
+                f", kept when the segmenter {spec.qc} found at least {spec.qc_threshold:g} of a "
+                f"tumor's voxels (up to {spec.qc_tries} tries)"
             )
         return ModelConfig.from_dict({**config.to_dict(), "provenance": provenance, "weights_sha256": None})
