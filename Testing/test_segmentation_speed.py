@@ -102,6 +102,51 @@ def test_swinunetr_fast_path_gives_the_plain_labels_and_restores_attention():
     assert torch.equal(fast.argmax(1), expected.argmax(1))
     bf16 = window_probabilities(inputs, network, roi, 0.5, batch_size=2, precision="bf16")
     assert 0 < (bf16 - expected).abs().max().item() < 0.2  # lossy, yet close
+    assert "forward" not in vars(network.out)  # the fp32 output layer is put back
+
+
+def test_auto_precision_and_attention_masks_once(monkeypatch):
+    from monai.networks.nets import swin_unetr
+
+    from freetumor_core.segmentation import inference
+
+    cpu = torch.device("cpu")
+    config = preset_config("swinunetr_v2_fs48")
+    config.architecture["args"]["feature_size"] = 12
+    torch.manual_seed(0)
+    swin = build_network(config.architecture).eval()
+    assert inference.resolve_precision(tiny_unet(), cpu) == "fp32"  # the default UNet stays fp32
+    assert inference.resolve_precision(swin, torch.device("cuda")) == "bf16"
+    assert inference.resolve_precision(swin, cpu, "fp32") == "fp32"
+    monkeypatch.setattr(inference, "_cpu_has_bf16", lambda: False)
+    assert inference.resolve_precision(swin, cpu) == "fp32"
+    monkeypatch.setattr(inference, "_cpu_has_bf16", lambda: True)
+    assert inference.resolve_precision(swin, cpu) == "bf16"
+    with pytest.raises(InputError, match="precision must be one of"):
+        inference.resolve_precision(swin, cpu, "fp16")
+    # The masks: computed once per shape inside, every call outside; the function is put back.
+    original, calls = swin_unetr.compute_mask, []
+
+    def counting(*args):
+        calls.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(swin_unetr, "compute_mask", counting)
+    inputs = body_with_air((64, 64, 96))
+    with torch.no_grad():
+        swin(inputs[..., :64])
+    per_window = len(calls)
+    assert per_window >= 4  # every layer of every window
+    calls.clear()
+    with inference.attention_masks_once():
+        with torch.no_grad():
+            once = swin(inputs[..., :64])
+            again = swin(inputs[..., 32:])
+    assert len(calls) == len({tuple(c) for c in calls}) <= per_window  # the second window: none
+    assert swin_unetr.compute_mask is counting
+    with torch.no_grad():
+        assert torch.equal(once, swin(inputs[..., :64]))
+        assert torch.equal(again, swin(inputs[..., 32:]))
 
 
 def test_segment_keeps_its_labels_with_the_short_cuts(tmp_path):
@@ -118,6 +163,7 @@ def test_segment_keeps_its_labels_with_the_short_cuts(tmp_path):
     assert np.array_equal(fast.labels.array, slow.labels.array)
     assert np.array_equal(fast.tumor_probability, slow.tumor_probability)
     assert fast.settings["fast"] and fast.settings["precision"] == "auto"
+    assert fast.settings["computed_in"] == slow.settings["computed_in"] == "fp32"  # a UNet on the CPU
     with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16"):
         segment(ct, folder, device="cpu", precision="fp16")
 
@@ -136,6 +182,7 @@ def test_bench_segmentation_writes_the_named_results(tmp_path):
         "swin_feature_size": "12",
         "swin_roi": "64",
         "swin_subvolume": "64,64,96",
+        "swin_position": "centre",
     }
     arguments = [item for key, value in options.items() for item in ("--option", f"{key}={value}")]
     assert main(["bench", "segmentation", "--json", str(target), *arguments]) == 0
@@ -148,13 +195,15 @@ def test_bench_segmentation_writes_the_named_results(tmp_path):
         "constant_windows/whole_ct",
         f"{swin}/plain",
         f"{swin}/fast",
-        f"{swin}/fast_bf16",
+        f"{swin}/fast_fp32",
+        *(f"cpu_s/{swin.removeprefix('whole_ct/')}/{path}" for path in ("plain", "fast", "fast_fp32")),
         *(f"{name}{suffix}" for name in ("agreement", "softmax_max_abs_diff", "softmax_mean_abs_diff")
-          for suffix in ("", "/bf16")),
+          for suffix in ("", "/fp32", "/default_bf16")),
     }  # fmt: skip
     assert rows["whole_ct/default"]["unit"] == "s" and rows["whole_ct/default"]["median"] > 0
     assert 100 < rows["peak_rss/default"]["median"] < 8000 and rows["peak_rss/default"]["unit"] == "MB"
-    assert rows["agreement"]["median"] >= 0.999 and rows["softmax_max_abs_diff"]["median"] < 1e-4
+    assert rows["agreement/fp32"]["median"] >= 0.999 and rows["softmax_max_abs_diff/fp32"]["median"] < 1e-4
+    assert 0.5 < rows["agreement"]["median"] <= 1 and 0.5 < rows["agreement/default_bf16"]["median"] <= 1
     assert 0 <= rows["constant_windows/whole_ct"]["median"] <= 1
     notes = payload["notes"]
     assert notes["default_weights"] == f"model folder {folder}" and notes["ct"].startswith("phantom")
@@ -162,3 +211,4 @@ def test_bench_segmentation_writes_the_named_results(tmp_path):
     assert (
         notes["swinunetr"]["subvolume_zyx"] == [64, 64, 96] and notes["swinunetr"]["subvolume_windows"] == 2
     )
+    assert 0 <= notes["swinunetr"]["subvolume_air_share"] <= 1 and notes["swinunetr"]["fast"].count("auto")

@@ -108,3 +108,40 @@ def test_a_few_steps_lower_the_loss_and_the_model_segments(datalist, tmp_path):
         main(["segment", str(ct_path), "-o", str(out), "--model", str(run / "model"), "--no-snapshot"]) == 0
     )
     assert read_labels(out / "labels.nii.gz").volume.same_grid(read_volume(ct_path), tolerance_mm=0)
+
+
+@pytest.mark.slow
+def test_online_adversarial_tumors_under_quality_control(datalist, tmp_path):
+    """The adversarial engine (the shipped synthesizer_demo) paints the online tumors and the shipped
+    segmenter_demo checks them: a crop's tumor is kept only with a QC score at the threshold, and
+    the training log counts what QC did."""
+    qc = dict(engine="adversarial", synthesizer="synthesizer_demo", qc_model="segmenter_demo")
+    qc |= dict(qc_threshold=0.3, qc_tries=2, synthetic_ratio=1.0, seed=4)
+    task = SegmenterTask(datalist, small_config(), crop_voxels=32, samples=4, **qc)
+    checked = 0
+    for index in (1, 3, 5, 7):  # the unlabelled case
+        _hu, target, info = task.data.draw(index, 0)
+        has_tumor = bool(np.isin(target, [2, 4, 6]).any())
+        assert info["synthetic"] == info["qc_passed"] == float(has_tumor)
+        if info["qc_passed"]:
+            assert 0.3 <= info["qc_score"] <= 1.0
+        checked += int(info["qc_passed"] + info["qc_rejected"])
+    assert checked >= 1
+    assert "kept when the segmenter segmenter_demo found" in task.model_config().provenance["training_data"]
+    with pytest.raises(InputError, match="not a 'segmentation' model"):
+        SegmenterTask(datalist, small_config(), crop_voxels=32, **{**qc, "qc_model": "synthesizer_demo"})
+    with pytest.raises(InputError, match="takes no model"):
+        SegmenterTask(datalist, small_config(), crop_voxels=32, synthesizer="synthesizer_demo")
+    assert task.summary["qc"] == {"qc": "segmenter_demo", "qc_threshold": 0.3, "qc_tries": 2}
+
+    run = tmp_path / "run"
+    argv = ["train", "segmenter", "--datalist", str(datalist), "-o", str(run), "--crop-voxels", "32"]
+    argv += ["--spacing-mm", "3", "3", "3", "--samples", "4", "--synthetic-ratio", "1", "--steps", "2"]
+    argv += ["--engine", "adversarial", "--synthesizer", "synthesizer_demo", "--qc-model", "segmenter_demo"]
+    argv += ["--qc-threshold", "0.3", "--qc-tries", "2", "--log-every", "1", "--device", "cpu"]
+    argv += ["--batch-size", "2", "--seed", "4"]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [line["losses"] for line in lines if "losses" in line]
+    assert len(logged) == 2 and all({"qc_passed", "qc_rejected", "qc_score"} <= set(row) for row in logged)
+    assert sum(row["qc_passed"] + row["qc_rejected"] for row in logged) >= 1

@@ -225,8 +225,10 @@ def test_console_segmentation_on_nodes_leaves_the_parameter_node_alone(modules, 
     logic.centreViewsOn(lesion.record.centre_ras_mm)
     position = [view.GetSliceToRAS().GetElement(i, 3) for i in range(3)]
     assert position == pytest.approx(list(centre_ras), abs=1.0)
-    with pytest.raises(ValueError, match="choose a segmentation model folder"):
-        logic.segment(ct_node, "")
+    # No model: the shipped demo segmenter, from the console too.
+    default = logic.segment(ct_node, device="cpu", timeoutS=300)
+    assert default.table.GetName() == "ct lesions" and default.table.GetNumberOfRows() == len(default.lesions)
+    assert all(lesion.record.engine == "segmenter" for lesion in default.lesions)
 
 
 def test_console_study_build_reading_and_scoring(modules, shared_data, tmp_path):

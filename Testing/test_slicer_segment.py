@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "FreeTumorSlicer"))
 from FreeTumorLib import nodes
 from FreeTumorLib.runner import CoreProcessError
 from FreeTumorLib.segmentation import (
+    DEFAULT_MODEL,
     SegmentationJob,
     SegmentationRequest,
     centre_views_on,
@@ -234,8 +235,11 @@ def test_request_arguments_and_refusals(tmp_path):
     assert "--organs" not in plain and "--tta" not in plain
     assert plain[plain.index("--device") + 1] == "auto"
     assert SegmentationRequest("m", device="cuda:1").device == "cuda:1"
-    with pytest.raises(ValueError, match="choose a segmentation model folder"):
-        SegmentationRequest("  ")
+    # No model chosen (the panel's empty field): the shipped demo segmenter.
+    for default in (SegmentationRequest(), SegmentationRequest("  ")):
+        assert default.model == DEFAULT_MODEL == "segmenter_demo"
+        shipped = default.arguments(tmp_path / "ct.nrrd", None, tmp_path / "out")
+        assert shipped[shipped.index("--model") + 1] == "segmenter_demo"
     with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda"):
         SegmentationRequest("m", device="tpu")
     with pytest.raises(ValueError, match=r"overlap must be from 0\.0 to 0\.95"):

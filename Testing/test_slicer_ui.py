@@ -159,7 +159,7 @@ def test_widget_ranges_and_choices_match_the_parameters(panel, module_tree):
 
 def test_segment_widgets_match_the_parameters_and_the_job(panel, module_tree):
     sys.path.insert(0, str(SLICER_DIR))
-    from FreeTumorLib.segmentation import DEVICES, OVERLAP_RANGE
+    from FreeTumorLib.segmentation import DEFAULT_MODEL, DEVICES, OVERLAP_RANGE
 
     children = _named_children(panel)
     fields = _parameter_fields(module_tree)
@@ -177,6 +177,8 @@ def test_segment_widgets_match_the_parameters_and_the_job(panel, module_tree):
     headers = [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())]
     assert headers == ["organ", "diam. mm", "vol. mL", "mean HU", "score"]
     assert children["segmentOrgansSelector"].property("noneEnabled") is True, "the organs are optional"
+    # The model is optional too: an empty field is the shipped demo segmenter, as the tooltip says.
+    assert f"empty: the shipped demo model, {DEFAULT_MODEL}" in children["segmentModelPathLineEdit"].toolTip()
     segment_fields = {name for name in fields if name.startswith("segment")}
     assert segment_fields == {
         "segmentVolume", "segmentOrgans", "segmentModel", "segmentDevice", "segmentOverlap", "segmentTta"

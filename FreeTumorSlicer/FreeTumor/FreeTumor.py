@@ -71,9 +71,10 @@ class FreeTumor(ScriptedLoadableModule):
             "the size class and the number of tumors, then Apply. The result is a new volume "
             "'&lt;CT&gt; synthetic', a segmentation with organ and tumor segments, a table of the "
             "tumors (diameter, volume, contrast, centre) and, optionally, points at the tumor centres. "
-            "Segment tumors: choose a CT, optionally its organ segmentation, and a segmentation model "
-            "folder, then Apply: the result is a segmentation '&lt;CT&gt; segmentation' with organ and "
-            "tumor segments and a table of the lesions found (organ, diameter, volume, mean HU, score); "
+            "Segment tumors: choose a CT, optionally its organ segmentation and a segmentation model "
+            "folder (empty: the shipped demo model), then Apply: the result is a segmentation "
+            "'&lt;CT&gt; segmentation' with organ and tumor segments and a table of the lesions found "
+            "(organ, diameter, volume, mean HU, score); "
             "click a row to centre the views on that lesion. "
             "The work runs in a background process; Cancel stops it."
         )
@@ -100,7 +101,8 @@ class FreeTumorParameterNode:
 
     Segment tumors (parameters named segment*): segmentVolume: CT in HU. segmentOrgans: optional organ
     segmentation or label map (tumors are kept inside its organs). segmentModel: segmentation model
-    folder. segmentDevice: auto, cpu or cuda. segmentOverlap: sliding-window overlap (0 to 0.95).
+    folder (empty: the shipped demo segmenter). segmentDevice: auto, cpu or cuda. segmentOverlap:
+    sliding-window overlap (0 to 0.95).
     segmentTta: average over flips (test-time augmentation; 4x slower).
 
     Reports (parameters named reports*): reportsVolume: CT to match. reportsIndex: index folder of
@@ -259,17 +261,11 @@ class FreeTumorWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else _("Choose a CT, its organs and an organ.")
         )
         segmenting = self._segmentJob is not None and self._segmentJob.running
-        segmentReady = bool(
-            self._parameterNode
-            and self._parameterNode.segmentVolume
-            and str(self._parameterNode.segmentModel).strip() not in ("", ".")
-        )
+        segmentReady = bool(self._parameterNode and self._parameterNode.segmentVolume)
         self.ui.segmentApplyButton.enabled = segmentReady and not segmenting
         self.ui.segmentCancelButton.enabled = segmenting
         self.ui.segmentApplyButton.toolTip = (
-            _("Segment tumors in a background process.")
-            if segmentReady
-            else _("Choose a CT and a model folder.")
+            _("Segment tumors in a background process.") if segmentReady else _("Choose a CT.")
         )
         reporting = self._reportsJob is not None and self._reportsJob.running
         parameters = self._parameterNode
@@ -635,6 +631,7 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
         """
         from FreeTumorLib.segmentation import SegmentationJob, SegmentationRequest
 
+        # An empty model field (a path parameter reads as ".") is the shipped demo segmenter.
         request = SegmentationRequest(
             model=str(parameters.segmentModel) if str(parameters.segmentModel) != "." else "",
             device=parameters.segmentDevice,
@@ -654,7 +651,7 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
     def segment(
         self,
         inputVolume,
-        model,
+        model="",
         organSegmentation=None,
         device="auto",
         overlap=0.25,
@@ -665,7 +662,8 @@ class FreeTumorLogic(ScriptedLoadableModuleLogic):
 
         Args:
             inputVolume: CT volume node (HU).
-            model: segmentation model folder.
+            model: segmentation model folder or a shipped model's name (empty: the shipped demo
+                segmenter, ``segmenter_demo``).
             organSegmentation: optional organ segmentation or label map node; tumors are kept
                 inside its organs.
             device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.

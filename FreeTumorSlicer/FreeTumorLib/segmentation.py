@@ -26,33 +26,33 @@ from .runner import NodeJob
 
 # The core's ``--device`` choices the panel offers (``cuda:N`` works from the console).
 DEVICES = ("auto", "cpu", "cuda")
+# The model used when none is chosen: the demo segmenter that ships inside freetumor_core.
+DEFAULT_MODEL = "segmenter_demo"
 OVERLAP_RANGE = (0.0, 0.95)
 
 
 @dataclass(frozen=True)
 class SegmentationRequest:
-    """How to segment: the model folder, the device, the sliding-window overlap and test-time
-    augmentation (flips).
+    """How to segment: the model (a folder or a shipped model's name; empty: the shipped
+    :data:`DEFAULT_MODEL`), the device, the sliding-window overlap and test-time augmentation (flips).
 
     Raises:
-        ValueError: no model folder, an unknown device or an overlap out of range.
+        ValueError: an unknown device or an overlap out of range.
     """
 
-    model: str
+    model: str = DEFAULT_MODEL
     device: str = "auto"
     overlap: float = 0.25
     tta: bool = False
 
     def __post_init__(self) -> None:
-        if not str(self.model or "").strip():
-            raise ValueError("choose a segmentation model folder")
         device = str(self.device).strip()
         if device not in DEVICES and not device.startswith("cuda:"):
             raise ValueError(f"device must be one of {', '.join(DEVICES)} or cuda:N, not '{device}'")
         low, high = OVERLAP_RANGE
         if not low <= float(self.overlap) <= high:
             raise ValueError(f"overlap must be from {low} to {high}, not {self.overlap}")
-        object.__setattr__(self, "model", str(self.model).strip())
+        object.__setattr__(self, "model", str(self.model or "").strip() or DEFAULT_MODEL)
         object.__setattr__(self, "device", device)
         object.__setattr__(self, "overlap", float(self.overlap))
         object.__setattr__(self, "tta", bool(self.tta))
@@ -197,6 +197,7 @@ class SegmentationJob(NodeJob):
 
 
 __all__ = [
+    "DEFAULT_MODEL",
     "DEVICES",
     "OVERLAP_RANGE",
     "FoundLesion",

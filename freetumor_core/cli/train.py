@@ -139,6 +139,10 @@ def command_segmenter(args: argparse.Namespace) -> int:
         seed=config.seed,
         sizes=tuple(args.sizes),
         augment=args.augment,
+        synthesizer=args.synthesizer,
+        qc_model=args.qc_model,
+        qc_threshold=args.qc_threshold,
+        qc_tries=args.qc_tries,
     )
     result = train(task, config, args.output, resume=args.resume, progress=args.reporter)
     return report_training(args, result)
@@ -300,6 +304,29 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="share of crops centred on a tumor or organ voxel (default 0.67)",
     )
     segmenter.add_argument("--engine", default="handcrafted", help="synthesis engine (default handcrafted)")
+    segmenter.add_argument(
+        "--synthesizer",
+        metavar="MODEL",
+        help="model folder (or shipped name) of a model engine (adversarial; default: its shipped "
+        "synthesizer_demo)",
+    )
+    segmenter.add_argument(
+        "--qc-model",
+        metavar="MODEL",
+        help="quality control of the synthetic tumors: a segmentation model folder or shipped name "
+        "(e.g. segmenter_demo); a tumor it does not find is drawn again, and a crop whose tumor never "
+        "passes stays healthy",
+    )
+    segmenter.add_argument(
+        "--qc-threshold",
+        type=bounded(float, 0.0, 1.0, "qc-threshold"),
+        help="share of a tumor's voxels the QC model must find (default: TumorSpec's, 0.7)",
+    )
+    segmenter.add_argument(
+        "--qc-tries",
+        type=bounded(int, 1, 100, "qc-tries"),
+        help="draws of new geometry before a crop stays healthy (default: TumorSpec's, 10)",
+    )
     segmenter.add_argument(
         "--sizes",
         nargs="+",

@@ -8,12 +8,16 @@ probabilities, averaged over flips of each axis with ``tta``; each class probabi
 through physical coordinates (SimpleITK), so no voxel shifts, on any spacing or direction. Then the
 post-processing rules of :mod:`.postprocess` and the lesions as records.
 
-The sliding-window step (:func:`window_probabilities`) takes two exact short cuts by default
-(``fast``): a window whose every voxel holds the same value in each channel (air clipped to the HU
-window's low end) goes through the network once per distinct value, and its output is reused; a
-network with MONAI's fused-attention switch (``use_flash_attention``, SwinUNETR's window attention)
-uses ``scaled_dot_product_attention`` at inference. ``precision="bf16"`` (bf16 autocast, on the CPU
-too) is faster and lossy: a documented option, not a default on the CPU.
+The sliding-window step (:func:`window_probabilities`) takes short cuts by default (``fast``): a
+window whose every voxel holds the same value in each channel (air clipped to the HU window's low
+end) goes through the network once per distinct value, and its output is reused; a network with
+MONAI's fused-attention switch (``use_flash_attention``, SwinUNETR's window attention) uses
+``scaled_dot_product_attention``, and SwinUNETR's shifted-window attention masks are computed once
+per shape instead of in every layer of every window. These are exact up to float rounding.
+``precision="auto"`` (the default, :func:`resolve_precision`) runs bf16 autocast on CUDA, and on a
+CPU with native bf16 for transformer networks (SwinUNETR), with the output layer in fp32; the
+other networks (the default UNet) run fp32 on the CPU. See docs/segmentation.md for what bf16
+changes.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..device import autocast
 from ..errors import InputError
 from ..labels import LabelMap
 from ..lesions import MIN_LESION_ML, is_lesion_label
@@ -45,6 +48,7 @@ __all__ = [
     "SegmentationResult",
     "model_grid",
     "model_inputs",
+    "resolve_precision",
     "segment",
     "to_ct_grid",
     "window_probabilities",
@@ -153,9 +157,7 @@ def fused_attention(network: torch.nn.Module, enabled: bool = True) -> Iterator[
     """Inside: MONAI's ``use_flash_attention`` switched on for every module of ``network`` that has
     it (``torch.nn.functional.scaled_dot_product_attention``, the same weights and, up to float
     rounding, the same result); the switches are put back after."""
-    modules = [
-        m for m in network.modules() if enabled and isinstance(getattr(m, "use_flash_attention", None), bool)
-    ]
+    modules = _attention_switches(network) if enabled else []
     before = [m.use_flash_attention for m in modules]
     for module in modules:
         module.use_flash_attention = True
@@ -166,12 +168,87 @@ def fused_attention(network: torch.nn.Module, enabled: bool = True) -> Iterator[
             module.use_flash_attention = value
 
 
-def _precision(device: torch.device, precision: str):
-    if precision == "auto":
-        return autocast(device)
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _attention_switches(network: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in network.modules() if isinstance(getattr(m, "use_flash_attention", None), bool)]
+
+
+def _cpu_has_bf16() -> bool:
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(network: torch.nn.Module, device: torch.device, precision: str = "auto") -> str:
+    """``fp32`` or ``bf16``: ``precision`` itself, or for ``auto`` bf16 on CUDA; on the CPU bf16
+    for a transformer network (one with MONAI's attention switch: SwinUNETR) when the CPU computes
+    bf16 natively (oneDNN), else fp32."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and _attention_switches(network) and _cpu_has_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def _used_precision(network: torch.nn.Module, device: torch.device, precision: str, fast: bool) -> str:
+    """What a run computes in: :func:`resolve_precision` with the short cuts; without them (plain
+    inference) ``auto`` is bf16 on CUDA only."""
+    resolved = resolve_precision(network, device, precision)
+    if not fast and precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return resolved
+
+
+@contextlib.contextmanager
+def _precision(network: torch.nn.Module, device: torch.device, precision: str) -> Iterator[None]:
+    """bf16 autocast for ``bf16``, with the network's output layer (``out``, as MONAI's SwinUNETR
+    names it) in fp32 so that the logits are not rounded to bf16; nothing for ``fp32``."""
+    if precision != "bf16":
+        yield
+        return
+    head = getattr(network, "out", None)
+    forward = getattr(head, "forward", None) if isinstance(head, torch.nn.Module) else None
+
+    def fp32_forward(*args, **kwargs):
+        with torch.autocast(device_type=device.type, enabled=False):
+            return forward(*(a.float() if torch.is_tensor(a) else a for a in args), **kwargs)
+
+    if forward is not None:
+        head.forward = fp32_forward
+    try:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    finally:
+        if forward is not None:
+            del head.forward  # the class's forward again
+
+
+@contextlib.contextmanager
+def attention_masks_once(enabled: bool = True) -> Iterator[None]:
+    """Inside: MONAI SwinUNETR's shifted-window attention masks (``compute_mask``, a function of the
+    padded feature-map size, the window and the shift only) are computed once per shape and reused,
+    instead of in every layer of every window; the function is put back after."""
+    from monai.networks.nets import swin_unetr
+
+    if not enabled:
+        yield
+        return
+    original = swin_unetr.compute_mask
+    masks: dict[tuple, torch.Tensor] = {}
+
+    def cached(dims, window_size, shift_size, device):
+        key = (tuple(int(v) for v in dims), tuple(int(v) for v in window_size))
+        key += (tuple(int(v) for v in shift_size), str(device))
+        if key not in masks:
+            masks[key] = original(dims, window_size, shift_size, device)
+        return masks[key]
+
+    swin_unetr.compute_mask = cached
+    try:
+        yield
+    finally:
+        swin_unetr.compute_mask = original
 
 
 def _constant_key(window: torch.Tensor) -> tuple | None:
@@ -199,20 +276,21 @@ def window_probabilities(
     y, x)``: MONAI ``sliding_window_inference``, Gaussian weighting, ``roi`` windows (z, y, x).
 
     Args:
-        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, or ``bf16`` (bf16
-            autocast on any device: faster, lossy).
-        fast: the exact short cuts: constant windows computed once, fused attention.
+        precision: ``auto`` (:func:`resolve_precision`), ``fp32``, or ``bf16`` (bf16 autocast on
+            any device, the output layer in fp32: faster, lossy).
+        fast: the short cuts: constant windows computed once, fused attention, attention masks
+            once (exact up to float rounding). Off: plain MONAI inference in fp32 unless
+            ``precision`` says bf16.
         on_batch: called after each forward pass (progress).
     """
     from monai.inferers import sliding_window_inference
 
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = device or inputs.device
+    precision = _used_precision(network, device, precision, fast)
     reused: dict[tuple, torch.Tensor] = {}
 
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        with _precision(device, precision):
+        with _precision(network, device, precision):
             logits = network(batch)
         return torch.softmax(logits.float(), dim=1)
 
@@ -235,7 +313,7 @@ def window_probabilities(
             on_batch()
         return output
 
-    with torch.inference_mode(), fused_attention(network, fast):
+    with torch.inference_mode(), fused_attention(network, fast), attention_masks_once(fast):
         return sliding_window_inference(
             inputs, list(roi), batch_size, predictor, overlap=overlap, mode="gaussian", sw_device=device
         )
@@ -287,9 +365,10 @@ def segment(
         tta: average the probabilities over flips of each axis (4 passes).
         min_tumor_ml: tumor pieces below this volume are removed.
         batch_size: windows per forward pass.
-        precision: ``auto`` (bf16 on CUDA, fp32 elsewhere), ``fp32``, or ``bf16`` (also on the CPU:
-            faster, lossy; see docs/segmentation.md for the agreement measured).
-        fast: the exact short cuts of :func:`window_probabilities` (off: plain MONAI inference).
+        precision: ``auto`` (:func:`resolve_precision`: bf16 on CUDA, and on a bf16 CPU for
+            SwinUNETR; fp32 otherwise), ``fp32``, or ``bf16`` (faster, lossy; see
+            docs/segmentation.md for the agreement measured).
+        fast: the short cuts of :func:`window_probabilities` (off: plain MONAI inference).
         progress: reporter; reports the task ``segment`` (windows done of all).
 
     Raises:
@@ -376,6 +455,7 @@ def segment(
         "overlap": overlap,
         "tta": tta,
         "precision": precision,
+        "computed_in": _used_precision(network, torch_device, precision, fast),
         "fast": fast,
         "windows": total,
         "model_spacing_mm": pre.spacing_mm,

@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import InputError
 from ..labels import LabelMap, align_to, read_labels
 from ..lesions import is_lesion_label
-from ..models import ModelConfig, build_network
+from ..models import ModelConfig, build_network, read_model_config, resolve_model
 from ..training.task import TrainTask
 from ..volume import Volume, read_ct
 from .inference import model_grid
@@ -100,6 +100,12 @@ class SegmentationCrops(torch.utils.data.Dataset):
         sizes: the size classes synthetic tumors are drawn from (uniformly).
         augment: vary each training crop's HU (offset and contrast, as between scanners and
             contrast phases); validation crops are never augmented.
+        synthesizer: the model folder (or shipped name) of a model engine (``adversarial``:
+            ``TumorSpec.model``; ``None``: the engine's shipped default).
+        qc_model: quality control of the synthetic tumors (``TumorSpec.qc``): a segmentation model
+            folder or shipped name; a tumor is kept when it finds at least ``qc_threshold`` of its
+            voxels, else new geometry is drawn, up to ``qc_tries`` times, and a crop whose tumor
+            never passes stays healthy. ``qc_threshold`` and ``qc_tries`` default to TumorSpec's.
     """
 
     def __init__(
@@ -114,6 +120,10 @@ class SegmentationCrops(torch.utils.data.Dataset):
         seed: int = 0,
         sizes: tuple[str, ...] = SIZES,
         augment: bool = False,
+        synthesizer: str | None = None,
+        qc_model: str | None = None,
+        qc_threshold: float | None = None,
+        qc_tries: int | None = None,
     ) -> None:
         from ..records import SIZE_CLASSES_MM
 
@@ -121,6 +131,20 @@ class SegmentationCrops(torch.utils.data.Dataset):
         if not sizes or unknown:
             raise InputError(f"sizes must be among {', '.join(SIZE_CLASSES_MM)}, got {list(sizes)}")
         self.sizes, self.augment = tuple(sizes), augment
+        self.synthesis: dict[str, Any] = {
+            "engine": engine,
+            "model": None if synthesizer is None else str(synthesizer),
+            "qc": None if qc_model is None else str(qc_model),
+        }
+        for key, value in (("qc_threshold", qc_threshold), ("qc_tries", qc_tries)):
+            if value is not None:  # else TumorSpec's default
+                self.synthesis[key] = value
+        self.tumor_spec("liver", SIZES[0])  # a bad engine, model or QC setting fails here
+        for key, task in (("model", "synthesis"), ("qc", "segmentation")):
+            if self.synthesis[key] is not None:
+                folder = resolve_model(self.synthesis[key])
+                if read_model_config(folder).task != task:
+                    raise InputError(f"not a {task!r} model ({key} of the online tumors)", folder)
         self.entries, self.config = list(entries), config
         self.crop, self.count, self.seed, self.epoch = crop_voxels, count, seed, 0
         self.synthetic_ratio, self.positive_ratio, self.engine = synthetic_ratio, positive_ratio, engine
@@ -157,8 +181,25 @@ class SegmentationCrops(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.count
 
+    def tumor_spec(self, organ: str, size: str):
+        """The :class:`~freetumor_core.synthesis.TumorSpec` of one online tumor (checked)."""
+        from ..synthesis import TumorSpec
+
+        return TumorSpec(organ=organ, size=size, allow_shrink=True, **self.synthesis).validated()
+
+    @property
+    def checks_quality(self) -> bool:
+        return self.synthesis["qc"] is not None
+
     def sample(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """The HU crop and its class crop for ``index`` in ``epoch``."""
+        hu, target, _ = self.draw(index, epoch)
+        return hu, target
+
+    def draw(self, index: int, epoch: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """:meth:`sample` and what synthesis did: ``synthetic`` (1: the crop got a tumor), and with
+        quality control ``qc_passed`` (1: its tumor passed), ``qc_rejected`` (1: no try passed, the
+        crop stayed healthy) and ``qc_score`` (the kept tumor's, else 0)."""
         cases = self.cases()
         rng = np.random.default_rng([self.seed, epoch, index])
         case = cases[index % len(cases)]
@@ -170,11 +211,14 @@ class SegmentationCrops(torch.utils.data.Dataset):
         corner = np.clip(corner, 0, shape - self.crop)
         box = tuple(slice(int(c), int(c) + self.crop) for c in corner)
         hu, target = case.hu[box].copy(), case.target[box].copy()
+        info = {"synthetic": 0.0}
+        if self.checks_quality:
+            info.update(qc_passed=0.0, qc_rejected=0.0, qc_score=0.0)
         if not case.labelled and rng.random() < self.synthetic_ratio:
-            hu, target = self._synthesize(hu, target, case.spacing, rng)
+            hu, target = self._synthesize(hu, target, case.spacing, rng, info)
         if self.augment and epoch != VALIDATION_EPOCH:
             hu = self._vary(hu, target, rng)
-        return hu, target
+        return hu, target, info
 
     @staticmethod
     def _vary(hu: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -187,8 +231,8 @@ class SegmentationCrops(torch.utils.data.Dataset):
         shifted = np.where(body, (hu - centre) * scale + centre + rng.uniform(-HU_SHIFT, HU_SHIFT), hu)
         return shifted.astype(np.float32)
 
-    def _synthesize(self, hu, target, spacing, rng) -> tuple[np.ndarray, np.ndarray]:
-        from ..synthesis import TumorSpec, synthesize
+    def _synthesize(self, hu, target, spacing, rng, info) -> tuple[np.ndarray, np.ndarray]:
+        from ..synthesis import synthesize
 
         host_names = {host_organ(name) for name in tumor_labels(self.names).values()}
         hosts = [k for k, name in self.organ_classes.items() if name in host_names and (target == k).any()]
@@ -198,16 +242,23 @@ class SegmentationCrops(torch.utils.data.Dataset):
         ct = Volume(np.round(hu).astype(np.int16), spacing)
         labels = LabelMap(ct.like(target), dict(self.names))
         size = str(rng.choice(self.sizes))
-        spec = TumorSpec(organ=organ, size=size, allow_shrink=True, engine=self.engine)
+        spec = self.tumor_spec(organ, size)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = synthesize(ct, labels, spec, seed=int(rng.integers(2**31)))
-        except InputError:  # this crop's part of the organ cannot hold a tumor: keep it healthy
+        except InputError as error:
+            # This crop's part of the organ cannot hold a tumor, or no try passed quality control:
+            # the crop stays healthy.
+            if self.checks_quality and error.problem.startswith("quality control failed"):
+                info["qc_rejected"] = 1.0
             return hu, target
         tumor_id = next(k for k, n in tumor_labels(self.names).items() if host_organ(n) == organ)
         target = target.copy()
         target[result.tumor_mask] = tumor_id
+        info["synthetic"] = 1.0
+        if self.checks_quality:
+            info.update(qc_passed=1.0, qc_score=float(min(t.qc_score for t in result.tumors)))
         return result.ct.array.astype(np.float32), target
 
     def tensors(self, hu: np.ndarray, target: np.ndarray) -> dict[str, torch.Tensor]:
@@ -225,7 +276,10 @@ class SegmentationCrops(torch.utils.data.Dataset):
         }
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.tensors(*self.sample(index, self.epoch))
+        hu, target, info = self.draw(index, self.epoch)
+        item = self.tensors(hu, target)
+        item.update({key: torch.tensor(value, dtype=torch.float32) for key, value in info.items()})
+        return item
 
 
 class SegmenterTask(TrainTask):
@@ -235,8 +289,11 @@ class SegmenterTask(TrainTask):
         datalist: the datalist file (``training`` and optionally ``validation``).
         config: the model's config (a preset's, :func:`preset_config`); its patch size becomes
             ``crop_voxels``.
-        crop_voxels, samples, synthetic_ratio, positive_ratio, engine, seed, sizes, augment: see
-            :class:`SegmentationCrops`.
+        crop_voxels, samples, synthetic_ratio, positive_ratio, engine, seed, sizes, augment,
+            synthesizer, qc_model, qc_threshold, qc_tries: see :class:`SegmentationCrops`. With
+            ``qc_model``, each step also logs ``qc_passed`` and ``qc_rejected`` (crops of the batch
+            whose synthetic tumor passed quality control, or never did and stayed healthy) and
+            ``qc_score`` (the mean score of the passed ones, 0 when none).
     """
 
     def __init__(
@@ -251,6 +308,10 @@ class SegmenterTask(TrainTask):
         seed: int = 0,
         sizes: tuple[str, ...] = SIZES,
         augment: bool = False,
+        synthesizer: str | None = None,
+        qc_model: str | None = None,
+        qc_threshold: float | None = None,
+        qc_tries: int | None = None,
     ) -> None:
         from monai.losses import DiceCELoss
 
@@ -277,6 +338,10 @@ class SegmenterTask(TrainTask):
             engine=engine,
             seed=seed,
             sizes=tuple(sizes),
+            synthesizer=synthesizer,
+            qc_model=qc_model,
+            qc_threshold=qc_threshold,
+            qc_tries=qc_tries,
         )
         self.data = SegmentationCrops(training, config, count=samples, augment=augment, **options)
         self.validation = SegmentationCrops(validation, config, count=VALIDATION_CROPS, **options)
@@ -287,6 +352,8 @@ class SegmenterTask(TrainTask):
             "synthetic_ratio": synthetic_ratio,
             "engine": engine,
             "sizes": list(sizes),
+            "synthesizer": synthesizer,
+            "qc": {key: value for key, value in self.data.synthesis.items() if key.startswith("qc")},
         }
 
     def build_model(self) -> nn.Module:
@@ -296,7 +363,13 @@ class SegmenterTask(TrainTask):
         return self.data
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss(model(batch["image"]).float(), batch["label"])}
+        losses = {"loss": self.loss(model(batch["image"]).float(), batch["label"])}
+        if "qc_passed" in batch:
+            passed = batch["qc_passed"].sum()
+            losses["qc_passed"] = passed
+            losses["qc_rejected"] = batch["qc_rejected"].sum()
+            losses["qc_score"] = batch["qc_score"].sum() / passed.clamp(min=1)
+        return losses
 
     def validate(self, model: nn.Module) -> dict[str, Any]:
         """Dice per class (present in the validation crops) and their mean."""
@@ -327,4 +400,10 @@ class SegmenterTask(TrainTask):
             f"cases got synthetic tumors ({self.summary['engine']} engine) in "
             f"{self.summary['synthetic_ratio']:.0%} of their crops"
         )
+        if self.data.checks_quality:
+            spec = self.data.tumor_spec("liver", SIZES[0])
+            provenance["training_data"] += (
+                f", kept when the segmenter {spec.qc} found at least {spec.qc_threshold:g} of a "
+                f"tumor's voxels (up to {spec.qc_tries} tries)"
+            )
         return ModelConfig.from_dict({**config.to_dict(), "provenance": provenance, "weights_sha256": None})
