@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,9 +82,11 @@ def real_hosts(data: Path) -> list[tuple[str, Path, Path]]:
     ]
 
 
-def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, seed: int) -> list[dict]:
+def write_variants(
+    ct_path: Path, labels_path: Path, folder: Path, count: int, seed: int, engine: str = "handcrafted"
+) -> list[dict]:
     """``count`` copies of a healthy host with medium and large tumors painted into the whole CT
-    (a crop rarely has room for a large one), written as labelled cases."""
+    (a crop rarely has room for a large one) by ``engine``, written as labelled cases."""
     entries = []
     ct = read_ct(ct_path)
     labels = align_to(read_labels(labels_path), ct)
@@ -92,7 +95,7 @@ def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, s
         if not (target / "labels.nii.gz").is_file():
             painted_ct, painted = ct, labels
             for number, (organ, size, margin) in enumerate(VARIANT_PLANS[index % len(VARIANT_PLANS)]):
-                spec = TumorSpec(organ=organ, size=size, margin_mm=margin, allow_shrink=True)
+                spec = TumorSpec(organ=organ, size=size, margin_mm=margin, allow_shrink=True, engine=engine)
                 try:
                     result = synthesize(painted_ct, painted, spec, seed=seed + 100 * index + number)
                 except InputError:  # this host has no room (or no such organ): leave it out
@@ -107,10 +110,10 @@ def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, s
     return entries
 
 
-def write_datalist(work: Path, data: Path, phantoms: int, variants: int) -> Path:
+def write_datalist(work: Path, data: Path, phantoms: int, variants: int, engine: str = "handcrafted") -> Path:
     """The training datalist: the healthy hosts (phantoms written into ``work``, real hosts by
     path), which get small tumors online, and ``variants`` copies of each with medium and large
-    tumors painted beforehand."""
+    tumors painted beforehand by ``engine``."""
     hosts = work / "hosts"
     hosts.mkdir(parents=True, exist_ok=True)
     sources = []
@@ -126,7 +129,7 @@ def write_datalist(work: Path, data: Path, phantoms: int, variants: int) -> Path
     training = [{"image": str(ct), "label": str(labels)} for _, ct, labels in sources]
     for number, (name, ct, labels) in enumerate(sources):
         seed = VARIANT_SEED + 1000 * number
-        training += write_variants(ct, labels, work / "variants" / name, variants, seed)
+        training += write_variants(ct, labels, work / "variants" / engine / name, variants, seed, engine)
     datalist = work / "datalist.json"
     datalist.write_text(json.dumps({"training": training}, indent=1), encoding="utf-8")
     return datalist
@@ -186,9 +189,12 @@ def synthetic_cases(data: Path) -> list[tuple[str, Volume, LabelMap, list[TumorS
     return cases
 
 
-def paint(ct: Volume, labels: LabelMap, specs: list[TumorSpec], seed: int) -> tuple[Volume, LabelMap]:
+def paint(
+    ct: Volume, labels: LabelMap, specs: list[TumorSpec], seed: int, engine: str = "handcrafted"
+) -> tuple[Volume, LabelMap]:
+    """The case's tumors painted one spec after the other by ``engine``."""
     for index, spec in enumerate(specs):
-        result = synthesize(ct, labels, spec, seed=seed + index)
+        result = synthesize(ct, labels, replace(spec, engine=engine), seed=seed + index)
         ct, labels = result.ct, result.labels
     return ct, labels
 
@@ -285,6 +291,86 @@ def card_metrics(results: dict) -> dict:
     return metrics
 
 
+def train_segmenter(
+    work: Path,
+    data: Path,
+    engine: str = "handcrafted",
+    steps: int = 900,
+    batch_size: int = 2,
+    crop_voxels: int = 80,
+    phantoms: int = 6,
+    variants: int = 4,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str = "auto",
+    progress=None,
+):
+    """Train the demo segmenter in ``work`` (resumes) on ``engine``'s synthetic tumors.
+
+    Returns:
+        ``(network, config, minutes)``: the trained network, its model config with the card's
+        provenance filled in, and the minutes spent (datalist and training).
+    """
+    started = time.perf_counter()
+    datalist = write_datalist(work, data, phantoms, variants, engine)
+    model = preset_config("default")
+    task = SegmenterTask(
+        datalist,
+        model,
+        crop_voxels=crop_voxels,
+        samples=64,
+        synthetic_ratio=0.85,
+        positive_ratio=0.8,
+        seed=seed,
+        sizes=ONLINE_SIZES,
+        augment=True,
+        engine=engine,
+    )
+    config = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(50, steps // 10),
+        min_lr_ratio=0.05,
+        checkpoint_every=100,
+        log_every=10,
+        validate_every=max(steps // 3, 1),
+        seed=seed,
+        device=device,
+    )
+    result = train(task, config, work / "run", resume=True, progress=progress)
+    minutes = (time.perf_counter() - started) / 60
+    network, trained = load_model(result.model_dir, device="cpu", task="segmentation")
+    trained.preprocessing.patch_size_voxels = [96, 96, 96]  # inference windows; the network is convolutional
+    hosts = [f"phantoms (seeds 0-{phantoms - 1})"] + [name for name, _, _ in real_hosts(data)]
+    trained.description = (
+        "DEMO segmenter: a small MONAI UNet trained on this machine's CPU in minutes, on healthy "
+        f"hosts with synthetic ({engine}) tumors only. For trying the tools, not for diagnosis."
+    )
+    trained.provenance.update(
+        {
+            "training_data": (
+                f"healthy hosts {', '.join(hosts)}; every tumor it saw was synthetic ({engine} engine): "
+                f"{', '.join(ONLINE_SIZES)} tumors painted online into "
+                f"{task.data.synthetic_ratio:.0%} of the healthy crops, and {variants} copies of "
+                "each host with medium and large liver, "
+                "kidney and pancreas tumors painted beforehand, half of them reaching the organ's surface "
+                "(synthesis seeds from 5000); it saw no "
+                "real tumor. IRCADb 17 was kept out entirely."
+            ),
+            "script": "scripts/train_demo_segmenter.py",
+            "engine": engine,
+            "steps": result.steps,
+            "batch_size": batch_size,
+            "crop_voxels": crop_voxels,
+            "train_minutes_cpu": round(minutes, 1),
+            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "validation": result.metrics,
+        }
+    )
+    return network, trained, minutes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -297,6 +383,12 @@ def main() -> int:
     parser.add_argument(
         "--variants", type=int, default=4, help="copies of each host with medium and large tumors (default 3)"
     )
+    parser.add_argument(
+        "--engine",
+        default="handcrafted",
+        help="synthesis engine of the training tumors, online and painted beforehand (default handcrafted; "
+        "adversarial uses the shipped synthesizer_demo)",
+    )
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -306,59 +398,19 @@ def main() -> int:
     progress = make_progress(args.progress)
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="segmenter_demo_"))
-    datalist = write_datalist(work, args.data, args.phantoms, args.variants)
-    model = preset_config("default")
-    task = SegmenterTask(
-        datalist,
-        model,
-        crop_voxels=args.crop_voxels,
-        samples=64,
-        synthetic_ratio=0.85,
-        positive_ratio=0.8,
-        seed=args.seed,
-        sizes=ONLINE_SIZES,
-        augment=True,
-    )
-    config = TrainConfig(
+    network, trained, _ = train_segmenter(
+        work,
+        args.data,
+        engine=args.engine,
         steps=args.steps,
         batch_size=args.batch_size,
+        crop_voxels=args.crop_voxels,
+        phantoms=args.phantoms,
+        variants=args.variants,
         lr=args.lr,
-        warmup_steps=min(50, args.steps // 10),
-        min_lr_ratio=0.05,
-        checkpoint_every=100,
-        log_every=10,
-        validate_every=max(args.steps // 3, 1),
         seed=args.seed,
         device=args.device,
-    )
-    result = train(task, config, work / "run", resume=True, progress=progress)
-    train_minutes = (time.perf_counter() - started) / 60
-    network, trained = load_model(result.model_dir, device="cpu", task="segmentation")
-    trained.preprocessing.patch_size_voxels = [96, 96, 96]  # inference windows; the network is convolutional
-    hosts = [f"phantoms (seeds 0-{args.phantoms - 1})"] + [name for name, _, _ in real_hosts(args.data)]
-    trained.description = (
-        "DEMO segmenter: a small MONAI UNet trained on this machine's CPU in minutes, on healthy "
-        "hosts with synthetic (handcrafted) tumors only. For trying the tools, not for diagnosis."
-    )
-    trained.provenance.update(
-        {
-            "training_data": (
-                f"healthy hosts {', '.join(hosts)}; every tumor it saw was synthetic (handcrafted engine): "
-                f"{', '.join(ONLINE_SIZES)} tumors painted online into "
-                f"{task.data.synthetic_ratio:.0%} of the healthy crops, and {args.variants} copies of "
-                "each host with medium and large liver, "
-                "kidney and pancreas tumors painted beforehand, half of them reaching the organ's surface "
-                "(synthesis seeds from 5000); it saw no "
-                "real tumor. IRCADb 17 was kept out entirely."
-            ),
-            "script": "scripts/train_demo_segmenter.py",
-            "steps": result.steps,
-            "batch_size": args.batch_size,
-            "crop_voxels": args.crop_voxels,
-            "train_minutes_cpu": round(train_minutes, 1),
-            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "validation": result.metrics,
-        }
+        progress=progress,
     )
     evaluation = None
     if not args.skip_eval:
