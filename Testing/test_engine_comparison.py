@@ -58,3 +58,22 @@ def test_lesion_scoring_counts_a_found_lesion_and_a_false_positive():
     assert not missed["found"] and missed["lesion_dice"] is None and missed["false_positive_lesions"] == 1
     rate = compare._rate(1, 3)
     assert rate["rate"] == pytest.approx(0.333) and rate["wilson_95"][0] < 0.333 < rate["wilson_95"][1]
+
+
+def test_the_generator_runs_on_one_thread_and_gives_the_same_tumor():
+    import torch
+
+    from freetumor_core.synthesis import synthesize
+
+    ct, labels = make_phantom(seed=1)
+    spec = TumorSpec(organ="liver", size="small", engine="adversarial", allow_shrink=True)
+    threads = torch.get_num_threads()
+    first = synthesize(ct, labels, spec, seed=3)
+    assert torch.get_num_threads() == threads  # restored after the generator's crop
+    torch.set_num_threads(1)
+    try:
+        second = synthesize(ct, labels, spec, seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(first.ct.array, second.ct.array)
+    assert first.tumors[0].extra["organ_channel"] == "liver"
