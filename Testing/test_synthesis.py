@@ -274,6 +274,32 @@ def test_look_scales_with_host_hu_within_limits():
     assert resolved(45.0, fixed=-40.0).contrast_hu == -40.0  # a requested contrast is used as given
 
 
+def test_liver_texture_is_mild_for_most_tumors_strong_for_a_minority():
+    """Typical liver tumors get the mild range; about 15% the strong one; the other draws of a look
+    do not depend on which (one uniform draw either way)."""
+    from freetumor_core.synthesis.appearance import appearance_for, draw_look
+
+    liver = appearance_for("liver")
+    low, high = liver.texture_fraction
+    strong_low, strong_high = liver.strong_texture_fraction
+    fractions = np.array(
+        [
+            draw_look(liver, np.random.default_rng(seed), None, True, True).texture_fraction
+            for seed in range(2000)
+        ]
+    )
+    assert ((fractions >= low) & (fractions <= strong_high)).all()
+    strong = fractions > high
+    assert 0.12 < strong.mean() < 0.18
+    assert (fractions[strong] >= strong_low).all() and np.median(fractions) < 0.2
+    a, b = (draw_look(liver, np.random.default_rng(7), None, True, True) for _ in range(2))
+    assert a == b
+    # Organs without a strong minority draw their single range.
+    pancreas = appearance_for("pancreas")
+    drawn = draw_look(pancreas, np.random.default_rng(3), None, True, True).texture_fraction
+    assert pancreas.texture_fraction[0] <= drawn <= pancreas.texture_fraction[1]
+
+
 def noise_hu(image: np.ndarray, region: np.ndarray) -> float:
     """Noise SD (HU) in ``region`` along all three axes, by :func:`noise_sd_hu` (third differences)."""
     return float(
