@@ -74,6 +74,7 @@ def train_all(args, progress) -> dict:
             phantoms=args.phantoms,
             variants=args.variants,
             seed=args.seed,
+            schedule_steps=args.schedule_steps,
             device=args.device,
             progress=progress,
         )
@@ -219,6 +220,11 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="run folder outside the repository")
     parser.add_argument("--engines", nargs="+", default=list(ENGINES))
     parser.add_argument("--steps", type=int, default=800, help="optimizer steps per model (default 800)")
+    parser.add_argument(
+        "--schedule-steps",
+        type=int,
+        help="the schedule's length (default --steps); longer: stop at --steps of it (a multiple of 100)",
+    )
     parser.add_argument("--crop-voxels", type=int, default=80)
     parser.add_argument("--phantoms", type=int, default=6, help="phantom hosts (default 6)")
     parser.add_argument("--variants", type=int, default=4, help="painted-beforehand copies per host")
@@ -234,6 +240,7 @@ def main(argv=None) -> int:
         "settings": {
             "engines": args.engines,
             "steps": args.steps,
+            "schedule_steps": args.schedule_steps or args.steps,
             "crop_voxels": args.crop_voxels,
             "phantoms": args.phantoms,
             "variants": args.variants,

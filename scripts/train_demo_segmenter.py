@@ -291,6 +291,50 @@ def card_metrics(results: dict) -> dict:
     return metrics
 
 
+class _Stopped(Exception):
+    pass
+
+
+class _StopAt:
+    """A progress reporter that stops training once the checkpoint of ``step`` is written."""
+
+    def __init__(self, step: int, inner) -> None:
+        self.step, self.inner = step, make_progress(inner)
+
+    def track(self, *args, **kwargs):
+        return self.inner.track(*args, **kwargs)
+
+    def update(self, *args, **kwargs):
+        return self.inner.update(*args, **kwargs)
+
+    def event(self, event: str, **fields) -> None:
+        self.inner.event(event, **fields)
+        if event == "checkpoint" and int(fields.get("step", 0)) >= self.step:
+            raise _Stopped
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _checkpoint_steps(run: Path) -> list[int]:
+    return sorted(int(path.name.split("-")[1]) for path in (run / "checkpoints").glob("step-*"))
+
+
+def _latest_step(run: Path) -> int:
+    return (_checkpoint_steps(run) or [0])[-1]
+
+
+def _keep_up_to(run: Path, step: int) -> None:
+    """Set aside the checkpoints after ``step`` (kept as ``checkpoints_after/``)."""
+    later = [found for found in _checkpoint_steps(run) if found > step]
+    if step not in _checkpoint_steps(run):
+        raise SystemExit(f"{run}: no checkpoint of step {step}")
+    (run / "checkpoints_after").mkdir(exist_ok=True)
+    for found in later:
+        name = f"step-{found:08d}"
+        shutil.move(str(run / "checkpoints" / name), str(run / "checkpoints_after" / name))
+
+
 def train_segmenter(
     work: Path,
     data: Path,
@@ -304,8 +348,13 @@ def train_segmenter(
     seed: int = 0,
     device: str = "auto",
     progress=None,
+    schedule_steps: int | None = None,
 ):
     """Train the demo segmenter in ``work`` (resumes) on ``engine``'s synthetic tumors.
+
+    ``schedule_steps`` (default ``steps``) sets the run's schedule (warm-up, cosine decay,
+    validation): with more than ``steps``, training stops at the checkpoint of step ``steps`` of
+    that longer schedule (``steps`` a multiple of 100, the checkpoint interval).
 
     Returns:
         ``(network, config, minutes)``: the trained network, its model config with the card's
@@ -326,18 +375,27 @@ def train_segmenter(
         augment=True,
         engine=engine,
     )
+    schedule = max(schedule_steps or steps, steps)
     config = TrainConfig(
-        steps=steps,
+        steps=schedule,
         batch_size=batch_size,
         lr=lr,
-        warmup_steps=min(50, steps // 10),
+        warmup_steps=min(50, schedule // 10),
         min_lr_ratio=0.05,
         checkpoint_every=100,
         log_every=10,
-        validate_every=max(steps // 3, 1),
+        validate_every=max(schedule // 3, 1),
         seed=seed,
         device=device,
     )
+    if schedule > steps:
+        if _latest_step(work / "run") < steps:
+            try:
+                train(task, config, work / "run", resume=True, progress=_StopAt(steps, progress))
+            except _Stopped:
+                pass
+        _keep_up_to(work / "run", steps)
+        config = replace(config, steps=steps)  # no step is taken: the checkpoint becomes the model
     result = train(task, config, work / "run", resume=True, progress=progress)
     minutes = (time.perf_counter() - started) / 60
     network, trained = load_model(result.model_dir, device="cpu", task="segmentation")
