@@ -100,14 +100,14 @@ def _mean(values) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def held_out_synthetic(models: dict, data: Path, engines, device: str, progress) -> dict:
-    """Per tumor engine and model: the cases and their totals."""
+def held_out_synthetic(models: dict, data: Path, engines, device: str, progress, cases: int | None = None) -> dict:
+    """Per tumor engine and model: the cases (the first ``cases`` of them) and their totals."""
     out: dict = {}
     skipped: list[dict] = []
     for tumor_engine in engines:
         per_model: dict = {name: [] for name in models}
         for name, ct, labels, specs, seed in progress.track(
-            synthetic_cases(data), f"held-out cases ({tumor_engine} tumors)"
+            synthetic_cases(data)[:cases], f"held-out cases ({tumor_engine} tumors)"
         ):
             try:
                 painted, truth = paint(ct, labels, specs, seed, engine=tumor_engine)
@@ -206,7 +206,9 @@ def evaluate_all(args, progress) -> dict:
     models = {engine: args.work / engine / "model" for engine in args.engines}
     started = time.perf_counter()
     result = {
-        "held_out_synthetic": held_out_synthetic(models, args.data, args.engines, args.device, progress),
+        "held_out_synthetic": held_out_synthetic(
+            models, args.data, args.engines, args.device, progress, args.cases
+        ),
         "ircadb17": ircadb17(models, args.data, args.device),
         "deeplesion": deeplesion(models, args.data, args.device),
     }
@@ -226,6 +228,7 @@ def main(argv=None) -> int:
         help="the schedule's length (default --steps); longer: stop at --steps of it (a multiple of 100)",
     )
     parser.add_argument("--crop-voxels", type=int, default=80)
+    parser.add_argument("--cases", type=int, help="only the first N held-out synthetic cases (default all 6)")
     parser.add_argument("--phantoms", type=int, default=6, help="phantom hosts (default 6)")
     parser.add_argument("--variants", type=int, default=4, help="painted-beforehand copies per host")
     parser.add_argument("--seed", type=int, default=0)
@@ -241,6 +244,7 @@ def main(argv=None) -> int:
             "engines": args.engines,
             "steps": args.steps,
             "schedule_steps": args.schedule_steps or args.steps,
+            "held_out_cases": args.cases or 6,
             "crop_voxels": args.crop_voxels,
             "phantoms": args.phantoms,
             "variants": args.variants,
