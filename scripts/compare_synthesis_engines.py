@@ -100,7 +100,9 @@ def _mean(values) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
 
 
-def held_out_synthetic(models: dict, data: Path, engines, device: str, progress, cases: int | None = None) -> dict:
+def held_out_synthetic(
+    models: dict, data: Path, engines, device: str, progress, cases: int | None = None
+) -> dict:
     """Per tumor engine and model: the cases (the first ``cases`` of them) and their totals."""
     out: dict = {}
     skipped: list[dict] = []
