@@ -48,7 +48,7 @@ from freetumor_core.errors import InputError  # noqa: E402
 from freetumor_core.labels import LabelMap, align_to, read_labels  # noqa: E402
 from freetumor_core.models import load_model, save_model  # noqa: E402
 from freetumor_core.phantom import make_phantom  # noqa: E402
-from freetumor_core.progress import make_progress  # noqa: E402
+from freetumor_core.progress import Progress, make_progress  # noqa: E402
 from freetumor_core.segmentation import preset_config, segment  # noqa: E402
 from freetumor_core.segmentation.evaluation import evaluate_labels  # noqa: E402
 from freetumor_core.segmentation.training import SegmenterTask  # noqa: E402
@@ -295,7 +295,7 @@ class _Stopped(Exception):
     pass
 
 
-class _StopAt:
+class _StopAt(Progress):
     """A progress reporter that stops training once the checkpoint of ``step`` is written."""
 
     def __init__(self, step: int, inner) -> None:
