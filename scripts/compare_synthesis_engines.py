@@ -1,7 +1,7 @@
 """Does the adversarial engine help segmentation? The demo segmenter trained twice, compared.
 
-    python scripts/compare_synthesis_engines.py --work /work/runs/compare --steps 800 \\
-        --json docs/bench/engine_comparison.json
+    python scripts/compare_synthesis_engines.py --work RUNS/compare --steps 300 --schedule-steps 700 \\
+        --cases 5 --json docs/bench/engine_comparison.json
 
 1. Training: ``scripts/train_demo_segmenter.py``'s recipe (the same hosts, crops, schedule, seed
    and ``--steps``) once per engine (``--engines``, default handcrafted and adversarial): the

@@ -12,7 +12,9 @@ What it does, all on the CPU by default (about 40 minutes on 2 cores):
    organs and stays background). IRCADb 17 is never read for training: its two expert-labelled
    liver tumors are the real test.
 2. Training. The ``default`` preset (a small MONAI UNet) on the shared trainer, with synthetic
-   tumors (handcrafted engine, all four size classes) painted online into the crops' organs.
+   tumors painted online into the crops' organs and into copies of the hosts beforehand, all by
+   one engine (``--engine``: handcrafted by default; adversarial uses the shipped
+   ``synthesizer_demo``). ``scripts/compare_synthesis_engines.py`` trains it once per engine.
 3. Held-out evaluation (nothing here was seen in training):
    - synthetic: phantoms with seeds from 100 (hosts never seen) and the two real hosts with
      synthesis seeds never used in training (hosts seen, tumors not), one to three tumors each,
