@@ -204,18 +204,25 @@ def deeplesion(models: dict, data: Path, device: str) -> dict:
     return {"lesions": rows, "summary": summary}
 
 
-def evaluate_all(args, progress) -> dict:
+def evaluate_all(args, progress, report: dict) -> dict:
+    """The three evaluations, real tumors first; ``report`` with each part is written to
+    ``WORK/comparison_partial.json`` as soon as it is done."""
     models = {engine: args.work / engine / "model" for engine in args.engines}
     started = time.perf_counter()
-    result = {
-        "held_out_synthetic": held_out_synthetic(
-            models, args.data, args.engines, args.device, progress, args.cases
+    parts = (
+        ("ircadb17", lambda: ircadb17(models, args.data, args.device)),
+        ("deeplesion", lambda: deeplesion(models, args.data, args.device)),
+        (
+            "held_out_synthetic",
+            lambda: held_out_synthetic(models, args.data, args.engines, args.device, progress, args.cases),
         ),
-        "ircadb17": ircadb17(models, args.data, args.device),
-        "deeplesion": deeplesion(models, args.data, args.device),
-    }
-    result["evaluation_minutes"] = round((time.perf_counter() - started) / 60, 1)
-    return result
+    )
+    for name, run in parts:
+        report[name] = run()
+        report["evaluation_minutes"] = round((time.perf_counter() - started) / 60, 1)
+        text = json.dumps(report, indent=1) + "\n"
+        (args.work / "comparison_partial.json").write_text(text, encoding="utf-8")
+    return report
 
 
 def main(argv=None) -> int:
@@ -267,7 +274,7 @@ def main(argv=None) -> int:
             engine: json.loads((args.work / engine / "training.json").read_text()) for engine in args.engines
         }
     if args.phase in ("all", "evaluate"):
-        report.update(evaluate_all(args, progress))
+        evaluate_all(args, progress, report)
     progress.close()
     text = json.dumps(report, indent=1) + "\n"
     (args.work / f"comparison_{args.phase}.json").write_text(text, encoding="utf-8")
