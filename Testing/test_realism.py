@@ -86,8 +86,9 @@ def test_unknown_engine_names_the_registered_ones(shared_data, tmp_path, capsys)
 
 @pytest.mark.slow
 def test_realism_command_on_the_high_resolution_host(shared_data, tmp_path, capsys):
-    """The command end to end: three real tumors in HU against handcrafted tumors in ircadb_p07,
-    whose texture keeps the tumors about as grainy as the liver around them."""
+    """The command end to end: three real tumors in HU against both engines' tumors in ircadb_p07
+    (the default engines), side by side; the handcrafted texture keeps its tumors about as grainy
+    as the liver around them."""
     output = tmp_path / "realism"
     code = freetumor(["realism", "--data", str(shared_data), "-o", str(output), "--real", "ircadb",
                       "deeplesion_hu", "--hosts", "ircadb_p07", "--seeds", "3", "--diameters-mm", "15",
@@ -95,21 +96,25 @@ def test_realism_command_on_the_high_resolution_host(shared_data, tmp_path, caps
     assert code == 0
     printed = capsys.readouterr().out
     assert "Turing test (handcrafted): balanced accuracy" in printed
+    assert "Turing test (adversarial): balanced accuracy" in printed
     with open(output / "realism_table.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     synthetic = [row for row in rows if row["kind"] == "synthetic"]
-    assert len(synthetic) == 2 * 3 and {row["host"] for row in synthetic} == {"ircadb_p07"}
-    assert {row["engine"] for row in synthetic} == {"handcrafted"}
+    assert len(synthetic) == 2 * 2 * 3 and {row["host"] for row in synthetic} == {"ircadb_p07"}
+    assert sorted({row["engine"] for row in synthetic}) == ["adversarial", "handcrafted"]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report == json.loads((output / "realism_distances.json").read_text())
-    turing = report["engines"]["handcrafted"]["turing"]
-    assert turing["checked"] and turing["n_real"] == 3 and turing["n_synthetic"] == 6
-    assert len(turing["real_tumors"]) == 3 and "noise_ratio" in turing["features"]
-    low, high = turing["interval_95"]
-    assert 0.0 <= low <= turing["accuracy"] <= high <= 1.0
+    for engine in ("handcrafted", "adversarial"):
+        assert report["engines"][engine]["hosts"] == {"ircadb_p07": 6}
+        turing = report["engines"][engine]["turing"]
+        assert turing["checked"] and turing["n_real"] == 3 and turing["n_synthetic"] == 6
+        assert len(turing["real_tumors"]) == 3 and "noise_ratio" in turing["features"]
+        low, high = turing["interval_95"]
+        assert 0.0 <= low <= turing["accuracy"] <= high <= 1.0
     # The retuned texture: on the 0.78 mm host, typical tumors are about as grainy as their liver
     # (real liver tumors on such scans: noise ratio 0.88-1.47, internal SD 12-40 HU).
-    ratios = [float(row["noise_ratio"]) for row in synthetic]
-    sds = [float(row["internal_sd_hu"]) for row in synthetic]
+    handcrafted = [row for row in synthetic if row["engine"] == "handcrafted"]
+    ratios = [float(row["noise_ratio"]) for row in handcrafted]
+    sds = [float(row["internal_sd_hu"]) for row in handcrafted]
     assert 0.88 <= np.median(ratios) <= 1.47, ratios
     assert 12.0 <= np.median(sds) <= 40.0, sds

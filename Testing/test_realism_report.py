@@ -70,7 +70,9 @@ def test_real_against_synthetic_liver_tumors(shared_data, tmp_path):
     real = [row for row in rows if row["kind"] == "real"]
     synthetic = [row for row in rows if row["kind"] == "synthetic"]
     assert len(real) == 2
-    assert len(synthetic) == 2 * 2  # two real diameters x two seeds
+    # By default both engines, side by side: two real diameters x two seeds each.
+    assert len(synthetic) == 2 * 2 * 2
+    assert sorted(row["engine"] for row in synthetic) == ["adversarial"] * 4 + ["handcrafted"] * 4
     for row in synthetic:
         assert row["host"] == "phantom" and row["organ"] == "liver"
     # Synthetic tumors were asked for the real tumors' diameters.
@@ -79,7 +81,12 @@ def test_real_against_synthetic_liver_tumors(shared_data, tmp_path):
         assert min(abs(float(row["diameter_mm"]) - d) for d in real_diameters) < 0.25 * real_diameters[0]
     summary = json.loads((output / "realism_distances.json").read_text())
     assert summary["n_synthetic"] == len(synthetic)
+    assert sorted(summary["engines"]) == ["adversarial", "handcrafted"]
+    for engine in summary["engines"].values():
+        assert engine["n_synthetic"] == 4 and engine["hosts"] == {"phantom": 4}
+        turing = engine["turing"]
+        assert turing["checked"] and turing["n_real"] == 2 and turing["n_synthetic"] == 4
     for name, entry in summary["engines"]["handcrafted"]["comparisons"]["liver"]["descriptors"].items():
         distance = entry["distance"]
-        assert entry["synthetic"]["n"] == len(synthetic), name
+        assert entry["synthetic"]["n"] == 4, name
         assert math.isfinite(distance["wasserstein"]) and math.isfinite(distance["median_shift_iqr"]), name

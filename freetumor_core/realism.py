@@ -48,6 +48,8 @@ REAL_SOURCES = ("ircadb", "deeplesion_hu", "deeplesion_npz", "kits")
 # The real tumors of the Turing test: those stored in HU (the 8-bit ones carry a quantization leak).
 TURING_REAL_SOURCES = ("ircadb", "deeplesion_hu")
 HOSTS = ("ircadb", "ircadb_p07", "totalseg", "phantom")
+# Both engines side by side by default (the adversarial one with its shipped demo model).
+ENGINES = ("handcrafted", "adversarial")
 # Volume and diameter match by construction, so the classifier sees shape and appearance only.
 TURING_FEATURES = tuple(name for name in DESCRIPTORS if name not in ("volume_ml", "diameter_mm"))
 # The paper's Visual Turing Test: 13 radiologists told synthetic from real tumors with this accuracy.
@@ -427,7 +429,7 @@ def _json_ready(value):
 def realism_report(
     data: str | Path,
     output: str | Path,
-    engines: Sequence[str] = ("handcrafted",),
+    engines: Sequence[str] = ENGINES,
     model: str | None = None,
     seeds: int = 4,
     hosts: Sequence[str] = HOSTS,

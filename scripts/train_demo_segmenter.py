@@ -12,7 +12,9 @@ What it does, all on the CPU by default (about 40 minutes on 2 cores):
    organs and stays background). IRCADb 17 is never read for training: its two expert-labelled
    liver tumors are the real test.
 2. Training. The ``default`` preset (a small MONAI UNet) on the shared trainer, with synthetic
-   tumors (handcrafted engine, all four size classes) painted online into the crops' organs.
+   tumors painted online into the crops' organs and into copies of the hosts beforehand, all by
+   one engine (``--engine``: handcrafted by default; adversarial uses the shipped
+   ``synthesizer_demo``). ``scripts/compare_synthesis_engines.py`` trains it once per engine.
 3. Held-out evaluation (nothing here was seen in training):
    - synthetic: phantoms with seeds from 100 (hosts never seen) and the two real hosts with
      synthesis seeds never used in training (hosts seen, tumors not), one to three tumors each,
@@ -35,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -47,7 +50,7 @@ from freetumor_core.errors import InputError  # noqa: E402
 from freetumor_core.labels import LabelMap, align_to, read_labels  # noqa: E402
 from freetumor_core.models import load_model, save_model  # noqa: E402
 from freetumor_core.phantom import make_phantom  # noqa: E402
-from freetumor_core.progress import make_progress  # noqa: E402
+from freetumor_core.progress import Progress, make_progress  # noqa: E402
 from freetumor_core.segmentation import preset_config, segment  # noqa: E402
 from freetumor_core.segmentation.evaluation import evaluate_labels  # noqa: E402
 from freetumor_core.segmentation.training import SegmenterTask  # noqa: E402
@@ -81,9 +84,11 @@ def real_hosts(data: Path) -> list[tuple[str, Path, Path]]:
     ]
 
 
-def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, seed: int) -> list[dict]:
+def write_variants(
+    ct_path: Path, labels_path: Path, folder: Path, count: int, seed: int, engine: str = "handcrafted"
+) -> list[dict]:
     """``count`` copies of a healthy host with medium and large tumors painted into the whole CT
-    (a crop rarely has room for a large one), written as labelled cases."""
+    (a crop rarely has room for a large one) by ``engine``, written as labelled cases."""
     entries = []
     ct = read_ct(ct_path)
     labels = align_to(read_labels(labels_path), ct)
@@ -92,7 +97,7 @@ def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, s
         if not (target / "labels.nii.gz").is_file():
             painted_ct, painted = ct, labels
             for number, (organ, size, margin) in enumerate(VARIANT_PLANS[index % len(VARIANT_PLANS)]):
-                spec = TumorSpec(organ=organ, size=size, margin_mm=margin, allow_shrink=True)
+                spec = TumorSpec(organ=organ, size=size, margin_mm=margin, allow_shrink=True, engine=engine)
                 try:
                     result = synthesize(painted_ct, painted, spec, seed=seed + 100 * index + number)
                 except InputError:  # this host has no room (or no such organ): leave it out
@@ -107,10 +112,10 @@ def write_variants(ct_path: Path, labels_path: Path, folder: Path, count: int, s
     return entries
 
 
-def write_datalist(work: Path, data: Path, phantoms: int, variants: int) -> Path:
+def write_datalist(work: Path, data: Path, phantoms: int, variants: int, engine: str = "handcrafted") -> Path:
     """The training datalist: the healthy hosts (phantoms written into ``work``, real hosts by
     path), which get small tumors online, and ``variants`` copies of each with medium and large
-    tumors painted beforehand."""
+    tumors painted beforehand by ``engine``."""
     hosts = work / "hosts"
     hosts.mkdir(parents=True, exist_ok=True)
     sources = []
@@ -126,7 +131,7 @@ def write_datalist(work: Path, data: Path, phantoms: int, variants: int) -> Path
     training = [{"image": str(ct), "label": str(labels)} for _, ct, labels in sources]
     for number, (name, ct, labels) in enumerate(sources):
         seed = VARIANT_SEED + 1000 * number
-        training += write_variants(ct, labels, work / "variants" / name, variants, seed)
+        training += write_variants(ct, labels, work / "variants" / engine / name, variants, seed, engine)
     datalist = work / "datalist.json"
     datalist.write_text(json.dumps({"training": training}, indent=1), encoding="utf-8")
     return datalist
@@ -186,9 +191,12 @@ def synthetic_cases(data: Path) -> list[tuple[str, Volume, LabelMap, list[TumorS
     return cases
 
 
-def paint(ct: Volume, labels: LabelMap, specs: list[TumorSpec], seed: int) -> tuple[Volume, LabelMap]:
+def paint(
+    ct: Volume, labels: LabelMap, specs: list[TumorSpec], seed: int, engine: str = "handcrafted"
+) -> tuple[Volume, LabelMap]:
+    """The case's tumors painted one spec after the other by ``engine``."""
     for index, spec in enumerate(specs):
-        result = synthesize(ct, labels, spec, seed=seed + index)
+        result = synthesize(ct, labels, replace(spec, engine=engine), seed=seed + index)
         ct, labels = result.ct, result.labels
     return ct, labels
 
@@ -285,6 +293,144 @@ def card_metrics(results: dict) -> dict:
     return metrics
 
 
+class _Stopped(Exception):
+    pass
+
+
+class _StopAt(Progress):
+    """A progress reporter that stops training once the checkpoint of ``step`` is written."""
+
+    def __init__(self, step: int, inner) -> None:
+        self.step, self.inner = step, make_progress(inner)
+
+    def track(self, *args, **kwargs):
+        return self.inner.track(*args, **kwargs)
+
+    def update(self, *args, **kwargs):
+        return self.inner.update(*args, **kwargs)
+
+    def event(self, event: str, **fields) -> None:
+        self.inner.event(event, **fields)
+        if event == "checkpoint" and int(fields.get("step", 0)) >= self.step:
+            raise _Stopped
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _checkpoint_steps(run: Path) -> list[int]:
+    return sorted(int(path.name.split("-")[1]) for path in (run / "checkpoints").glob("step-*"))
+
+
+def _latest_step(run: Path) -> int:
+    return (_checkpoint_steps(run) or [0])[-1]
+
+
+def _keep_up_to(run: Path, step: int) -> None:
+    """Set aside the checkpoints after ``step`` (kept as ``checkpoints_after/``)."""
+    later = [found for found in _checkpoint_steps(run) if found > step]
+    if step not in _checkpoint_steps(run):
+        raise SystemExit(f"{run}: no checkpoint of step {step}")
+    (run / "checkpoints_after").mkdir(exist_ok=True)
+    for found in later:
+        name = f"step-{found:08d}"
+        shutil.move(str(run / "checkpoints" / name), str(run / "checkpoints_after" / name))
+
+
+def train_segmenter(
+    work: Path,
+    data: Path,
+    engine: str = "handcrafted",
+    steps: int = 900,
+    batch_size: int = 2,
+    crop_voxels: int = 80,
+    phantoms: int = 6,
+    variants: int = 4,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: str = "auto",
+    progress=None,
+    schedule_steps: int | None = None,
+):
+    """Train the demo segmenter in ``work`` (resumes) on ``engine``'s synthetic tumors.
+
+    ``schedule_steps`` (default ``steps``) sets the run's schedule (warm-up, cosine decay,
+    validation): with more than ``steps``, training stops at the checkpoint of step ``steps`` of
+    that longer schedule (``steps`` a multiple of 100, the checkpoint interval).
+
+    Returns:
+        ``(network, config, minutes)``: the trained network, its model config with the card's
+        provenance filled in, and the minutes spent (datalist and training).
+    """
+    started = time.perf_counter()
+    datalist = write_datalist(work, data, phantoms, variants, engine)
+    model = preset_config("default")
+    task = SegmenterTask(
+        datalist,
+        model,
+        crop_voxels=crop_voxels,
+        samples=64,
+        synthetic_ratio=0.85,
+        positive_ratio=0.8,
+        seed=seed,
+        sizes=ONLINE_SIZES,
+        augment=True,
+        engine=engine,
+    )
+    schedule = max(schedule_steps or steps, steps)
+    config = TrainConfig(
+        steps=schedule,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_steps=min(50, schedule // 10),
+        min_lr_ratio=0.05,
+        checkpoint_every=100,
+        log_every=10,
+        validate_every=max(schedule // 3, 1),
+        seed=seed,
+        device=device,
+    )
+    if schedule > steps:
+        if _latest_step(work / "run") < steps:
+            try:
+                train(task, config, work / "run", resume=True, progress=_StopAt(steps, progress))
+            except _Stopped:
+                pass
+        _keep_up_to(work / "run", steps)
+        config = replace(config, steps=steps)  # no step is taken: the checkpoint becomes the model
+    result = train(task, config, work / "run", resume=True, progress=progress)
+    minutes = (time.perf_counter() - started) / 60
+    network, trained = load_model(result.model_dir, device="cpu", task="segmentation")
+    trained.preprocessing.patch_size_voxels = [96, 96, 96]  # inference windows; the network is convolutional
+    hosts = [f"phantoms (seeds 0-{phantoms - 1})"] + [name for name, _, _ in real_hosts(data)]
+    trained.description = (
+        "DEMO segmenter: a small MONAI UNet trained on this machine's CPU in minutes, on healthy "
+        f"hosts with synthetic ({engine}) tumors only. For trying the tools, not for diagnosis."
+    )
+    trained.provenance.update(
+        {
+            "training_data": (
+                f"healthy hosts {', '.join(hosts)}; every tumor it saw was synthetic ({engine} engine): "
+                f"{', '.join(ONLINE_SIZES)} tumors painted online into "
+                f"{task.data.synthetic_ratio:.0%} of the healthy crops, and {variants} copies of "
+                "each host with medium and large liver, "
+                "kidney and pancreas tumors painted beforehand, half of them reaching the organ's surface "
+                "(synthesis seeds from 5000); it saw no "
+                "real tumor. IRCADb 17 was kept out entirely."
+            ),
+            "script": "scripts/train_demo_segmenter.py",
+            "engine": engine,
+            "steps": result.steps,
+            "batch_size": batch_size,
+            "crop_voxels": crop_voxels,
+            "train_minutes_cpu": round(minutes, 1),
+            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "validation": result.metrics,
+        }
+    )
+    return network, trained, minutes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -297,6 +443,12 @@ def main() -> int:
     parser.add_argument(
         "--variants", type=int, default=4, help="copies of each host with medium and large tumors (default 3)"
     )
+    parser.add_argument(
+        "--engine",
+        default="handcrafted",
+        help="synthesis engine of the training tumors, online and painted beforehand (default handcrafted; "
+        "adversarial uses the shipped synthesizer_demo)",
+    )
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -306,59 +458,19 @@ def main() -> int:
     progress = make_progress(args.progress)
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="segmenter_demo_"))
-    datalist = write_datalist(work, args.data, args.phantoms, args.variants)
-    model = preset_config("default")
-    task = SegmenterTask(
-        datalist,
-        model,
-        crop_voxels=args.crop_voxels,
-        samples=64,
-        synthetic_ratio=0.85,
-        positive_ratio=0.8,
-        seed=args.seed,
-        sizes=ONLINE_SIZES,
-        augment=True,
-    )
-    config = TrainConfig(
+    network, trained, _ = train_segmenter(
+        work,
+        args.data,
+        engine=args.engine,
         steps=args.steps,
         batch_size=args.batch_size,
+        crop_voxels=args.crop_voxels,
+        phantoms=args.phantoms,
+        variants=args.variants,
         lr=args.lr,
-        warmup_steps=min(50, args.steps // 10),
-        min_lr_ratio=0.05,
-        checkpoint_every=100,
-        log_every=10,
-        validate_every=max(args.steps // 3, 1),
         seed=args.seed,
         device=args.device,
-    )
-    result = train(task, config, work / "run", resume=True, progress=progress)
-    train_minutes = (time.perf_counter() - started) / 60
-    network, trained = load_model(result.model_dir, device="cpu", task="segmentation")
-    trained.preprocessing.patch_size_voxels = [96, 96, 96]  # inference windows; the network is convolutional
-    hosts = [f"phantoms (seeds 0-{args.phantoms - 1})"] + [name for name, _, _ in real_hosts(args.data)]
-    trained.description = (
-        "DEMO segmenter: a small MONAI UNet trained on this machine's CPU in minutes, on healthy "
-        "hosts with synthetic (handcrafted) tumors only. For trying the tools, not for diagnosis."
-    )
-    trained.provenance.update(
-        {
-            "training_data": (
-                f"healthy hosts {', '.join(hosts)}; every tumor it saw was synthetic (handcrafted engine): "
-                f"{', '.join(ONLINE_SIZES)} tumors painted online into "
-                f"{task.data.synthetic_ratio:.0%} of the healthy crops, and {args.variants} copies of "
-                "each host with medium and large liver, "
-                "kidney and pancreas tumors painted beforehand, half of them reaching the organ's surface "
-                "(synthesis seeds from 5000); it saw no "
-                "real tumor. IRCADb 17 was kept out entirely."
-            ),
-            "script": "scripts/train_demo_segmenter.py",
-            "steps": result.steps,
-            "batch_size": args.batch_size,
-            "crop_voxels": args.crop_voxels,
-            "train_minutes_cpu": round(train_minutes, 1),
-            "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "validation": result.metrics,
-        }
+        progress=progress,
     )
     evaluation = None
     if not args.skip_eval:

@@ -84,7 +84,7 @@ def command_realism(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``realism``."""
-    from ..realism import HOSTS, REAL_SOURCES
+    from ..realism import ENGINES, HOSTS, REAL_SOURCES
 
     realism = commands.add_parser(
         "realism",
@@ -94,7 +94,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     realism.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared real data folder")
     realism.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     realism.add_argument(
-        "--engines", nargs="+", default=["handcrafted"], metavar="ENGINE", help="synthesis engines to compare"
+        "--engines",
+        nargs="+",
+        default=list(ENGINES),
+        metavar="ENGINE",
+        help=f"synthesis engines to compare (default: {' '.join(ENGINES)})",
     )
     realism.add_argument("--model", metavar="DIR", help="model folder of the engines that need one")
     realism.add_argument(
