@@ -121,3 +121,19 @@ def test_model_info_on_a_truncated_report_model_exits_2_naming_the_file(tmp_path
     assert main(["model", "info", str(folder)]) == 2
     error = capsys.readouterr().err
     assert str(path) in error and "Traceback" not in error
+
+
+@pytest.mark.slow
+def test_the_shipped_demo_report_model_loads_by_name_and_separates_cts():
+    """``reports_demo`` ships inside the package: its card states the held-out R@1 and chance, and
+    its (centred) CT vectors of two different phantoms are unit length and not the same vector."""
+    from freetumor_core.cli.reports import DEFAULT_MODEL
+    from freetumor_core.phantom import make_phantom
+
+    model = load_report_model(DEFAULT_MODEL, device="cpu")
+    metrics = model.config.metrics
+    assert metrics["held_out/match_r1"] > metrics["held_out/chance_r1"] > 0
+    assert "synthetic" in (model.folder / "README.md").read_text(encoding="utf-8")
+    first, second = (model.embed_ct(make_phantom(seed=seed)[0]) for seed in (0, 1))
+    assert np.linalg.norm(first) == pytest.approx(1.0, abs=1e-4)
+    assert float(first @ second) < 0.999
