@@ -122,18 +122,18 @@ def held_out_synthetic(
                 summary["case"] = name
                 per_model[model_name].append(summary)
         out[tumor_engine] = {}
-        for model_name, cases in per_model.items():
-            tp = sum(c["tp"] for c in cases)
-            fn = sum(c["fn"] for c in cases)
-            fp = sum(c["fp"] for c in cases)
-            lesion_dices = [lesion["dice"] for c in cases for lesion in c["truth_lesions"]]
+        for model_name, summaries in per_model.items():
+            tp = sum(c["tp"] for c in summaries)
+            fn = sum(c["fn"] for c in summaries)
+            fp = sum(c["fp"] for c in summaries)
+            lesion_dices = [lesion["dice"] for c in summaries for lesion in c["truth_lesions"]]
             out[tumor_engine][model_name] = {
                 "sensitivity": _rate(tp, tp + fn),
                 "false_positive_lesions": fp,
-                "mean_tumor_dice": _mean([c["tumor_dice"] for c in cases]),
+                "mean_tumor_dice": _mean([c["tumor_dice"] for c in summaries]),
                 "mean_lesion_dice_all": _mean([d or 0.0 for d in lesion_dices]),
                 "mean_lesion_dice_matched": _mean(lesion_dices),
-                "cases": cases,
+                "cases": summaries,
             }
     out["skipped"] = skipped
     return out
