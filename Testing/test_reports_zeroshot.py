@@ -45,6 +45,24 @@ def test_negation_aware_scoring_separates_what_plain_cosine_confuses(tmp_path):
     assert set(result) >= {"abnormalities", "mean_auc_plain", "mean_auc_negation"}
 
 
+def test_an_uncertain_finding_counts_below_an_affirmed_one_and_above_a_negated_one(monkeypatch):
+    from freetumor_core.reports import load_encoder, split_report, zeroshot
+
+    texts = ["Atelectasis in the left lower lobe.", "Atelectasis in the left lower lobe?", "No atelectasis."]
+    reports = [split_report(text) for text in texts]
+    assert [s.phrases[0].polarity for r in reports for s in r] == ["affirmed", "uncertain", "negated"]
+    encoder = load_encoder(device="cpu")
+    scores = zeroshot.report_scores(reports, ["Atelectasis"], encoder)["Atelectasis"]
+    monkeypatch.setattr(zeroshot, "UNCERTAIN_PENALTY", 0.0)
+    unpenalised = zeroshot.report_scores(reports, ["Atelectasis"], encoder)["Atelectasis"]
+    affirmed, uncertain, negated = scores["negation"]
+    assert negated == -1.0  # a report with only negated phrases has nothing that counts
+    assert affirmed == pytest.approx(unpenalised["negation"][0])
+    assert unpenalised["negation"][1] - uncertain == pytest.approx(0.05)
+    assert affirmed > uncertain > negated
+    assert scores["plain"][2] > 0.5  # plain cosine counts "No atelectasis." as a strong match
+
+
 def test_cli_writes_the_json_and_prints_a_table(tmp_path, capsys):
     output = tmp_path / "scores.json"
     assert (

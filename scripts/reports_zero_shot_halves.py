@@ -1,9 +1,10 @@
 """How well the choice of prompt phrasings generalises: zero-shot text scoring on split halves.
 
-The negation-aware scoring of ``freetumor reports zero-shot-text`` gives five abnormalities extra
+The negation-aware scoring of ``freetumor reports zero-shot-text`` gives nine abnormalities extra
 phrasings (``freetumor_core.reports.PROMPTS``), chosen on all the CT-RATE validation reports. This
 script offers phrasings for all 18 (``CANDIDATES``), makes the choice (names only, or name and
 phrasings) per abnormality on one half of the reports (alternate rows), and scores the other half.
+The uncertain-phrase penalty (``zeroshot.UNCERTAIN_PENALTY``) stays as shipped.
 
     python scripts/reports_zero_shot_halves.py ../shared/data/ctrate_reports/val.csv
 """
@@ -22,13 +23,9 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
     "Cardiomegaly": ("heart size increased", "enlarged heart"),
     "Pericardial effusion": ("fluid in the pericardium",),
     "Hiatal hernia": ("hiatus hernia",),
-    "Emphysema": ("emphysematous changes in the lungs", "bullae"),
-    "Atelectasis": ("atelectatic changes",),
     "Lung nodule": ("pulmonary nodule", "nodule in the lung parenchyma"),
-    "Pulmonary fibrotic sequela": ("fibrotic sequelae changes", "fibrosis in the lung", "sequela band"),
     "Pleural effusion": ("fluid in the pleural space",),
     "Peribronchial thickening": ("bronchial wall thickening",),
-    "Consolidation": ("consolidated lung area",),
     "Bronchiectasis": ("dilated bronchi",),
 }
 

@@ -5,8 +5,9 @@ Two scorings of a report for an abnormality, both with the frozen sentence encod
 - ``plain``: the cosine of the best-matching sentence against the abnormality's name (negated
   sentences count as much as positive ones: "No pleural effusion" matches "pleural effusion").
 - ``negation``: the best cosine over the report's affirmed and uncertain phrases only (negated
-  phrases, found by :mod:`.text`, never count), against the abnormality's prompts: its name, and for
-  a few abnormalities whose name is not how reports say it, the phrasings in :data:`PROMPTS`.
+  phrases, found by :mod:`.text`, never count; an uncertain one counts :data:`UNCERTAIN_PENALTY`
+  less), against the abnormality's prompts: its name, and for abnormalities whose name is not how
+  reports usually say it, the phrasings in :data:`PROMPTS`.
 
 The AUC of each scoring against the 0/1 labels is MONAI's ``compute_roc_auc``.
 """
@@ -27,7 +28,14 @@ from ..progress import ProgressLike, make_progress
 from .encoder import SentenceEncoder, load_encoder
 from .text import Sentence, split_report
 
-__all__ = ["PROMPTS", "ReportTable", "read_report_table", "report_scores", "zero_shot_text"]
+__all__ = [
+    "PROMPTS",
+    "UNCERTAIN_PENALTY",
+    "ReportTable",
+    "read_report_table",
+    "report_scores",
+    "zero_shot_text",
+]
 
 # Phrasings besides the name, for the CT-RATE abnormalities whose name reports rarely use. Which
 # abnormalities get them was chosen on CT-RATE's validation reports (see docs/reports.md).
@@ -42,7 +50,15 @@ PROMPTS: dict[str, tuple[str, ...]] = {
     "Coronary artery wall calcification": ("calcified plaques in the coronary arteries",),
     "Lymphadenopathy": ("enlarged lymph nodes", "pathologically enlarged mediastinal lymph node"),
     "Lung opacity": ("ground glass opacity", "density increase in the lung", "infiltration in the lung"),
+    "Emphysema": ("emphysematous changes",),
+    "Atelectasis": ("atelectatic changes",),
+    "Pulmonary fibrotic sequela": ("sequelae changes", "pleuroparenchymal sequelae"),
+    "Consolidation": ("consolidation areas",),
 }  # fmt: skip
+
+# An uncertain phrase ("possible atelectasis", "... pneumonia?") counts, but below an affirmed one: its
+# cosine is lowered by this much (chosen on CT-RATE's validation reports, see docs/reports.md).
+UNCERTAIN_PENALTY = 0.05
 
 
 def prompts_for(name: str) -> list[str]:
@@ -123,8 +139,13 @@ def report_scores(
         plain, negation = [], []
         for report in reports:
             plain.append(max((sentence_cosine[s.text] for s in report), default=-1.0))
-            counted = [p.text for s in report for p in s.phrases if p.polarity != "negated"]
-            negation.append(max((prompt_cosine[text] for text in counted), default=-1.0))
+            counted = [
+                prompt_cosine[p.text] - (UNCERTAIN_PENALTY if p.polarity == "uncertain" else 0.0)
+                for s in report
+                for p in s.phrases
+                if p.polarity != "negated"
+            ]
+            negation.append(max(counted, default=-1.0))
         results[name] = {"plain": np.asarray(plain), "negation": np.asarray(negation)}
     return results
 
