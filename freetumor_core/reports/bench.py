@@ -114,7 +114,7 @@ def encode_benchmarks(bench: Bench) -> None:
 
 
 def query_benchmarks(bench: Bench) -> None:
-    from .search import ApproximateIndex, ExactIndex, top_k
+    from .search import RESCORED, ApproximateIndex, ExactIndex, top_k
 
     count = int(bench.options.get("queries", 100))
     small, large = int(bench.options.get("bank", 100_000)), int(bench.options.get("large_bank", 1_000_000))
@@ -166,8 +166,9 @@ def query_benchmarks(bench: Bench) -> None:
     found, _ = approximate.search(queries, 10)
     bench.record("query/recall10_1m", _recall(found, exact), "fraction")
     bench.note(
-        f"query/top10_1m: FAISS IndexIVFFlat, {approximate.index.nlist} clusters, "
-        f"{approximate.probes} probed, float32 rescoring"
+        f"query/top10_1m: FAISS {type(approximate.index).__name__} (8-bit rows), "
+        f"{approximate.index.nlist} clusters, {approximate.probes} probed, float32 rescoring of "
+        f"{RESCORED} x k"
     )
 
 

@@ -11,11 +11,13 @@ first):
   top k: the float16 score of any row is within ``error_bound`` of its float32 score. A query
   where the proof fails is scored again in float32 over the whole bank, so the result is always
   the exact one.
-- :class:`ApproximateIndex`: FAISS's inverted-file index (``IndexIVFFlat``, inner product; the
-  ``faiss-cpu`` package of the ``reports`` extra), for banks too large for exact search within the
-  latency budget: :data:`APPROXIMATE_FROM` rows and more (measured: docs/reports.md, "Speed"). It
-  returns the best ``k`` of the rows in the ``probes`` nearest clusters, rescored in float32 against
-  the bank. It is saved to a folder as FAISS's own binary file and a JSON header (no pickle).
+- :class:`ApproximateIndex`: FAISS's inverted-file index with 8-bit scalar-quantized rows
+  (``IndexIVFScalarQuantizer``, inner product; the ``faiss-cpu`` package of the ``reports`` extra),
+  for banks too large for exact search within the latency budget: :data:`APPROXIMATE_FROM` rows and
+  more (measured: docs/reports.md, "Speed"). It scans the ``probes`` nearest clusters (spread over
+  the CPU's threads even for one query), keeps the best ``2k`` by their 8-bit scores, rescores those
+  in float32 against the bank and returns the best ``k``. It is saved to a folder as FAISS's own
+  binary file and a JSON header (no pickle).
 
 :func:`make_index` picks between the two indexes by bank size.
 """
@@ -36,7 +38,8 @@ from ..progress import ProgressLike, make_progress
 
 __all__ = ["APPROXIMATE_FROM", "ApproximateIndex", "ExactIndex", "make_index", "top_k"]
 
-APPROXIMATE_FROM = 400_000  # rows; below this, exact search meets the latency budget (see docs)
+APPROXIMATE_FROM = 200_000  # rows; below this, exact search takes under about 10 ms (see docs)
+RESCORED = 2  # the approximate index rescores this many times k candidates in float32
 QUERY_BLOCK = 64  # queries scored together (bounds the Q x N score block to 64 x N floats)
 FLOAT16_MAX = 60_000.0
 
@@ -203,10 +206,12 @@ def _fingerprint(bank: np.ndarray) -> str:
 
 
 class ApproximateIndex:
-    """FAISS ``IndexIVFFlat`` (inner product) over a bank, with float32 rescoring against the bank.
+    """FAISS ``IndexIVFScalarQuantizer`` (8-bit rows, inner product) over a bank, with float32
+    rescoring against the bank.
 
-    ``clusters`` inverted lists (default sqrt(N)), trained by k-means on up to 48 rows per cluster;
-    a query scans the ``probes`` nearest lists.
+    ``clusters`` inverted lists (default sqrt(N)), trained by k-means on up to 48 rows per cluster
+    (the 8-bit ranges are trained on the same rows); a query scans the ``probes`` nearest lists, in
+    parallel over lists (FAISS's ``parallel_mode`` 1: one query uses every thread).
     """
 
     def __init__(self, index: Any, bank: np.ndarray, probes: int) -> None:
@@ -241,7 +246,9 @@ class ApproximateIndex:
         if len(bank) > 48 * clusters:
             sample = bank[np.random.default_rng(seed).choice(len(bank), 48 * clusters, replace=False)]
         quantizer = faiss.IndexFlatIP(bank.shape[1])
-        index = faiss.IndexIVFFlat(quantizer, bank.shape[1], clusters, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, bank.shape[1], clusters, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
         index.cp.seed = seed
         reporter.event("train clusters", clusters=clusters, sample=len(sample))
         index.train(sample)
@@ -259,12 +266,14 @@ class ApproximateIndex:
         queries = _as_matrix(queries, "the queries", self.bank.shape[1])
         k = _check_k(k)
         self.index.nprobe = self.probes
-        _, found = self.index.search(queries, min(k, len(self.bank)))
+        self.index.parallel_mode = 1  # over the probed lists, so that one query uses every thread
+        # Twice k candidates by the index's own (8-bit) scores; float32 rescoring picks the best k.
+        _, found = self.index.search(queries, min(RESCORED * k, len(self.bank)))
         valid = found >= 0
         safe = np.where(valid, found, 0)
         scores = np.einsum("qkd,qd->qk", self.bank[safe], queries)
         scores = np.where(valid, scores, -np.inf).astype(np.float32)
-        order = np.lexsort((np.where(valid, found, len(self.bank)), -scores), axis=1)
+        order = np.lexsort((np.where(valid, found, len(self.bank)), -scores), axis=1)[:, :k]
         return np.take_along_axis(found, order, 1).astype(np.int64), np.take_along_axis(scores, order, 1)
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
