@@ -212,3 +212,24 @@ def test_bench_segmentation_writes_the_named_results(tmp_path):
         notes["swinunetr"]["subvolume_zyx"] == [64, 64, 96] and notes["swinunetr"]["subvolume_windows"] == 2
     )
     assert 0 <= notes["swinunetr"]["subvolume_air_share"] <= 1 and notes["swinunetr"]["fast"].count("auto")
+
+
+def test_bench_swinunetr_weights_come_from_a_model_folder(tmp_path):
+    from freetumor_core.segmentation.bench import _swin_network
+
+    config = preset_config("swinunetr_v2_fs48")
+    config.architecture["args"]["feature_size"] = 12
+    torch.manual_seed(5)
+    trained = build_network(config.architecture)
+    folder = save_model(tmp_path / "swin", trained, config)
+    network, loaded = _swin_network(48, str(folder))
+    assert loaded.architecture["args"]["feature_size"] == 12 and not network.training
+    for (name, mine), theirs in zip(network.state_dict().items(), trained.state_dict().values(), strict=True):
+        assert torch.equal(mine, theirs), name
+    random_network, _ = _swin_network(12)
+    assert not torch.equal(next(random_network.parameters()), next(network.parameters()))
+    unet = preset_config("default")
+    unet.architecture["args"].update(channels=[4, 8], strides=[2])
+    other = save_model(tmp_path / "unet", build_network(unet.architecture), unet)
+    with pytest.raises(InputError, match="not a SwinUNETR"):
+        _swin_network(48, str(other))

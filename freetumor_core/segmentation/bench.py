@@ -24,14 +24,15 @@ Results:
   of the same runs (all its threads), steadier than wall time on a shared machine.
 
 Weights: ``model`` (a folder or a shipped model's name) for ``default``; else the shipped
-``segmenter_demo`` when there is one, else the preset with seeded random weights. SwinUNETR always
-has seeded random weights (``torch.manual_seed(0)``). The result file's ``notes`` say which, and
-the sub-volume's size, place and share of air.
+``segmenter_demo`` when there is one, else the preset with seeded random weights. SwinUNETR: the
+model folder ``swin_model`` (``scripts/train_bench_swinunetr.py`` trains one), else seeded random
+weights (``torch.manual_seed(0)``). The result file's ``notes`` say which, and the sub-volume's
+size, place and share of air.
 
-Options (``--option KEY=VALUE``): ``ct`` (default: the phantom), ``model``, ``device`` (``cpu``),
-``default_repeat`` (2), ``swin_feature_size`` (48), ``swin_roi`` (96), ``swin_subvolume`` (96,144,144),
-``swin_position`` (edge), ``fast_batch_size`` (2), ``swin_repeat`` (1), ``fp32`` (1: also time the
-fp32 fast path).
+Options (``--option KEY=VALUE``): ``ct`` (default: the phantom), ``model``, ``swin_model``,
+``device`` (``cpu``), ``default_repeat`` (2), ``swin_feature_size`` (48, random weights only),
+``swin_roi`` (96), ``swin_subvolume`` (96,144,144), ``swin_position`` (edge), ``fast_batch_size``
+(2), ``swin_repeat`` (1), ``fp32`` (1: also time the fp32 fast path).
 """
 
 from __future__ import annotations
@@ -148,10 +149,23 @@ def constant_window_ratio(inputs: np.ndarray, roi: list[int], overlap: float) ->
     return constant / len(slices), len(slices)
 
 
-def _swin_network(feature_size: int) -> tuple[torch.nn.Module, Any]:
-    from ..models import build_network
+def _swin_network(feature_size: int, folder: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """SwinUNETR v2 with seeded random weights, or the weights of the model folder ``folder``.
+
+    Raises:
+        InputError: ``folder`` is not a segmentation model folder holding a SwinUNETR.
+    """
+    from ..errors import InputError
+    from ..models import build_network, load_model
     from .networks import preset_config
 
+    if folder:
+        loaded = load_model(folder, device="cpu", task="segmentation")
+        if loaded.config.architecture.get("name") != "SwinUNETR":
+            raise InputError(
+                f"swin_model holds a {loaded.config.architecture.get('name')}, not a SwinUNETR", folder
+            )
+        return loaded.network.eval(), loaded.config
     config = preset_config(SWIN_PRESET)
     config.architecture["args"]["feature_size"] = feature_size
     torch.manual_seed(SEED)
@@ -215,9 +229,10 @@ def segmentation_suite(bench: Bench) -> None:
         run = {key: measured[key] for key in ("windows", "lesions", "model_grid_zyx")}
         bench.note("default_run", run | {"overlap": DEFAULT_OVERLAP})
 
-        feature_size = int(options.get("swin_feature_size", 48))
+        swin_model = options.get("swin_model")
+        network, config = _swin_network(int(options.get("swin_feature_size", 48)), swin_model)
+        feature_size = int(config.architecture["args"].get("feature_size", 48))
         roi = [int(options.get("swin_roi", 96))] * 3
-        network, config = _swin_network(feature_size)
         network.to(device)
         config.preprocessing.patch_size_voxels = roi
         channels, _ = model_inputs(ct, config)
@@ -235,7 +250,11 @@ def segmentation_suite(bench: Bench) -> None:
     bench.note(
         "swinunetr",
         {
-            "weights": f"seeded random (torch.manual_seed({SEED})): no trained SwinUNETR weights here, so "
+            "weights": f"the model folder {Path(swin_model).name} (trained "
+            f"{config.provenance.get('steps', '?')} steps by "
+            f"{config.provenance.get('script', 'an unknown script')})"
+            if swin_model
+            else f"seeded random (torch.manual_seed({SEED})): no trained SwinUNETR weights here, so "
             "the classes are near-uniform (a strict test of agreement: most voxels are close calls)",
             "feature_size": feature_size,
             "parameters": sum(p.numel() for p in network.parameters()),
