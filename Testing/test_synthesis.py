@@ -23,7 +23,7 @@ from freetumor_core.synthesis.appearance import (
     difference_map,
     noise_sd_hu,
 )
-from freetumor_core.synthesis.shapes import _connected_level_set, make_shape
+from freetumor_core.synthesis.shapes import _connected_level_set, _outside_distance_mm, make_shape
 
 LIVER_ID = 5  # TotalSegmentator id of the liver, as in the phantom
 
@@ -216,6 +216,27 @@ def test_rough_shapes_are_one_body_of_exact_volume(spacing_zyx_mm):
             if mask[centre]:
                 depth_mm = ndimage.distance_transform_edt(mask, sampling=spacing)[centre]
                 assert 0.0 <= shape.inscribed_mm <= depth_mm
+
+
+@pytest.mark.parametrize("spacing_mm", [(1.5, 1.5, 1.5), (0.78, 0.78, 0.78), (5.0, 0.8, 0.8)])
+def test_margin_distances_are_exact_within_reach(spacing_mm):
+    """The windowed distance of the margin zones (bytes on isotropic grids, float32 otherwise)
+    equals scipy's exact transform within reach, exceeds the reach beyond it, and is inf only
+    where no tumor voxel lies within reach along every axis."""
+    rng = np.random.default_rng(3)
+    spacing = np.asarray(spacing_mm)
+    for diameter, reach in ((6.0, 2.0), (18.0, 5.5), (30.0, 9.0)):
+        mask = make_shape(diameter, spacing, rng, 0.6, 0.5, reach).mask
+        fast = _outside_distance_mm(mask, spacing, reach)
+        exact = ndimage.distance_transform_edt(~mask, sampling=spacing)
+        within = exact <= reach
+        assert fast.dtype == np.float32
+        np.testing.assert_allclose(fast[within], exact[within], atol=1e-4)
+        assert (fast[~within] > reach - 1e-4).all()
+        windows = [int(reach // step) for step in spacing]
+        box = tuple(2 * w + 1 for w in windows)
+        nothing_near = ~ndimage.maximum_filter(mask, size=box, mode="constant")
+        assert np.array_equal(np.isinf(fast), nothing_near)
 
 
 def test_detached_specks_are_dropped_and_the_body_regrown():

@@ -126,7 +126,7 @@ class Placer:
             # The opening of a voxel depends on the vessel mask up to the ball's diameter away.
             halo = np.ceil(SMALL_VESSEL_MM / self.spacing_zyx_mm).astype(int) + 1
             crop_low, crop_high = np.maximum(inner_low - halo, 0), np.minimum(inner_high + halo, shape)
-            vessel = self.table[self.labels[_slices(crop_low, crop_high)]] == VESSEL
+            vessel = np.take(self.table, self.labels[_slices(crop_low, crop_high)]) == VESSEL
             if vessel.any():
                 small = _small_vessels(vessel, self.spacing_zyx_mm)
                 self._small[_slices(inner_low, inner_high)] = small[
@@ -148,7 +148,7 @@ class Placer:
                 hits = draws[self.table[flat[draws]] == ORGAN]
                 if len(hits) >= max(1, count // 4):
                     return np.stack(np.unravel_index(hits[:count], self.labels.shape), axis=1)
-            self._organ_flat = np.flatnonzero(self.table[self.labels] == ORGAN)
+            self._organ_flat = np.flatnonzero(np.take(self.table, self.labels) == ORGAN)
         if len(self._organ_flat) == 0:
             return np.zeros((0, 3), dtype=np.int64)
         picks = self._organ_flat[self.rng.integers(0, len(self._organ_flat), count)]
@@ -169,9 +169,9 @@ class Placer:
         margin_zone, avoid_zone, _ = zones
         start = centre - shape.centre_index
         box = _slices(start, start + np.asarray(shape.box_shape))
-        classes = self.table[self.labels[box]]
+        classes = np.take(self.table, self.labels[box])  # take: faster than indexing
         # Elementwise over the box (a boolean gather of the zones would copy them first).
-        if (NOT_HOST[classes] & margin_zone).any() or ((classes == AVOID) & avoid_zone).any():
+        if (np.take(NOT_HOST, classes) & margin_zone).any() or ((classes == AVOID) & avoid_zone).any():
             return False
         # Vessels in the zones are measured only now, for a position that passes everything else.
         vessel = (classes == VESSEL) & (
@@ -194,7 +194,7 @@ class Placer:
         # The field of view ends where the organ might go on: treat it as a surface.
         inside = (start >= 0).all(axis=1) & (start + np.asarray(shape.box_shape) <= limits).all(axis=1)
         points = centres[inside][:, None, :] + offsets[None, :, :]
-        classes = self.table[self.labels[points[..., 0], points[..., 1], points[..., 2]]]
+        classes = np.take(self.table, self.labels[points[..., 0], points[..., 1], points[..., 2]])
         vessel = classes == VESSEL
         keep = ((classes == ORGAN) | vessel).all(axis=1)
         return centres[inside][keep], points[keep], vessel[keep]
