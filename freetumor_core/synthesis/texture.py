@@ -20,12 +20,14 @@ def _axis_kernels(
     """Per feature size and axis, the ``(length, nodes)`` interpolation weights from lattice nodes
     to voxel centres (every feature and axis in one vectorised pass: the arrays are small, so the
     cost is per operation)."""
-    features = np.repeat(np.asarray(features_mm, dtype=np.float64), len(lengths))  # (F * 3,)
-    lengths_all = np.tile(np.asarray(lengths), len(features_mm))
-    spacings = np.tile(np.asarray(spacings_mm, dtype=np.float64), len(features_mm))
+    # Per feature, the three axes (F * 3 rows), built from Python sequences: for so few values
+    # that costs a fraction of np.tile / np.repeat.
+    features = np.array([feature for feature in features_mm for _ in lengths], dtype=np.float64)
+    lengths_all = np.array(tuple(lengths) * len(features_mm))
+    spacings = np.array(tuple(spacings_mm) * len(features_mm), dtype=np.float64)
     extents = lengths_all * spacings
     nodes = (np.ceil(extents / features) + 3).astype(int)
-    rows, columns = int(lengths_all.max()), int(nodes.max())
+    rows, columns = max(lengths), int(nodes.max())
     # Voxel and node positions per axis in units of the kernel's width, node grid centred on the box.
     scale = 1.0 / (0.6 * features)
     voxel = (np.arange(rows) + 0.5)[None, :] * (spacings * scale)[:, None]
