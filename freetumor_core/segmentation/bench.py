@@ -268,7 +268,8 @@ def segmentation_suite(bench: Bench) -> None:
             "whole_ct_windows": windows,
             "plain": "monai sliding_window_inference, overlap 0.5, gaussian, batch 1, fp32, softmax blended",
             "fast": f"segment's window_probabilities, overlap 0.5, batch {batch}, precision auto ({used}): "
-            "constant windows once, fused attention, attention masks once"
+            "constant windows once, fused attention, attention masks once, lean layers (pointwise convs and "
+            "block upsampling as matrix products, window-attention bias once per mask)"
             + (", bf16 autocast with the output layer in fp32" if used == "bf16" else ""),
             "fast_fp32": f"the same in fp32 (exact short cuts only), batch {batch}",
             "default_bf16": "the default model (trained UNet) on the same sub-volume: plain fp32 against "

@@ -13,7 +13,9 @@ window whose every voxel holds the same value in each channel (air clipped to th
 end) goes through the network once per distinct value, and its output is reused; a network with
 MONAI's fused-attention switch (``use_flash_attention``, SwinUNETR's window attention) uses
 ``scaled_dot_product_attention``, and SwinUNETR's shifted-window attention masks are computed once
-per shape instead of in every layer of every window. These are exact up to float rounding.
+per shape instead of in every layer of every window; pointwise convolutions, block upsampling and
+the window attention's bias take the short cuts of :mod:`.fast_layers`. These are exact up to
+float rounding.
 ``precision="auto"`` (the default, :func:`resolve_precision`) runs bf16 autocast on CUDA, and on a
 CPU with native bf16 for transformer networks (SwinUNETR), with the output layer in fp32; the
 other networks (the default UNet) run fp32 on the CPU. See docs/segmentation.md for what bf16
@@ -39,6 +41,7 @@ from ..lesions import MIN_LESION_ML, is_lesion_label
 from ..models import CONFIG_FILE, LoadedModel, load_model
 from ..progress import ProgressLike, make_progress
 from ..volume import Volume
+from .fast_layers import lean_layers
 from .networks import host_organ, takes_organ_channel, tumor_labels
 from .postprocess import Lesion, find_lesions, postprocess
 
@@ -279,8 +282,8 @@ def window_probabilities(
         precision: ``auto`` (:func:`resolve_precision`), ``fp32``, or ``bf16`` (bf16 autocast on
             any device, the output layer in fp32: faster, lossy).
         fast: the short cuts: constant windows computed once, fused attention, attention masks
-            once (exact up to float rounding). Off: plain MONAI inference in fp32 unless
-            ``precision`` says bf16.
+            once, :func:`.fast_layers.lean_layers` (exact up to float rounding). Off: plain MONAI
+            inference in fp32 unless ``precision`` says bf16.
         on_batch: called after each forward pass (progress).
     """
     from monai.inferers import sliding_window_inference
@@ -313,7 +316,12 @@ def window_probabilities(
             on_batch()
         return output
 
-    with torch.inference_mode(), fused_attention(network, fast), attention_masks_once(fast):
+    with (
+        torch.inference_mode(),
+        fused_attention(network, fast),
+        attention_masks_once(fast),
+        lean_layers(network, fast),
+    ):
         return sliding_window_inference(
             inputs, list(roi), batch_size, predictor, overlap=overlap, mode="gaussian", sw_device=device
         )
