@@ -263,6 +263,11 @@ def test_lean_layers_give_each_layers_own_result_and_put_it_back():
         assert have.shape == want.shape
         assert (have - want).abs().max().item() < 1e-5
     assert not any("forward" in vars(layer) for layer in layers)  # the class's forwards again
+    own = nn.Conv3d(6, 4, 1)
+    own.forward = lambda x: x  # replaced on the instance already: left as it is, and kept
+    with lean_layers(own):
+        assert own(x) is x
+    assert own(x) is x
 
 
 def test_lean_window_attention_builds_its_bias_once_per_mask():

@@ -101,24 +101,23 @@ def _window_attention(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch
     return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
-def _is_window_attention(module: torch.nn.Module) -> bool:
-    from monai.networks.nets.swin_unetr import WindowAttention
-
-    return isinstance(module, WindowAttention) and module.use_flash_attention
-
-
 @contextlib.contextmanager
 def lean_layers(network: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
     """Inside (no gradients): the layers of ``network`` that the short cuts above cover run them;
-    their own forwards are put back after (and the attention biases dropped)."""
+    their own forwards are put back after (and the attention biases dropped). A module whose
+    forward is already replaced on the instance is left as it is."""
+    from monai.networks.nets.swin_unetr import WindowAttention
+
     patched: list[torch.nn.Module] = []
     if enabled:
         for module in network.modules():
+            if "forward" in vars(module):
+                continue
             if _is_pointwise(module):
                 module.forward = types.MethodType(_pointwise, module)
             elif _is_block_upsample(module):
                 module.forward = types.MethodType(_block_upsample, module)
-            elif _is_window_attention(module):
+            elif isinstance(module, WindowAttention) and module.use_flash_attention:
                 module.forward = types.MethodType(_window_attention, module)
             else:
                 continue
