@@ -86,6 +86,44 @@ def test_size_classes_and_hu_augmentation_of_training_crops(datalist):
         SegmenterTask(datalist, small_config(), sizes=("huge",), **options)
 
 
+def test_spatial_augmentation_moves_image_and_labels_together(datalist):
+    options = dict(crop_voxels=32, samples=12, synthetic_ratio=0.0, seed=4)
+    plain = SegmenterTask(datalist, small_config(), **options)
+    moved = SegmenterTask(datalist, small_config(), spatial=True, **options)
+    again = SegmenterTask(datalist, small_config(), spatial=True, **options)
+    changed = 0
+    for index in range(8):
+        before, after = plain.data[index], moved.data[index]
+        assert after["image"].shape == before["image"].shape and after["label"].dtype == before["label"].dtype
+        # the same (seed, epoch, index), the same crop: a resumed run sees what an uninterrupted one would
+        assert np.array_equal(after["image"].numpy(), again.data[index]["image"].numpy())
+        assert np.array_equal(after["label"].numpy(), again.data[index]["label"].numpy())
+        labels = after["label"].numpy()
+        assert set(np.unique(labels)) <= set(range(7))  # nearest-neighbour labels: no blended classes
+        if not np.array_equal(after["image"].numpy(), before["image"].numpy()):
+            changed += 1
+            # image and labels moved alike: the organ voxels of the moved crop are still the bright,
+            # soft-tissue ones (windowed HU of the liver), not air
+            image = after["image"].numpy()[0]
+            organ = labels[0] > 0
+            if organ.sum() > 50:
+                assert image[organ].mean() > image[~organ].mean()
+    assert changed >= 3
+    # an x flip alone: image and labels mirrored exactly
+    crops = moved.data
+    crops.spatial.transforms[-1].prob = 0.0  # no zoom
+    for flip in crops.spatial.transforms[:2]:
+        flip.prob = 0.0
+    crops.spatial.transforms[2].prob = 1.0
+    flipped, reference = crops[5], plain.data[5]
+    assert np.array_equal(flipped["label"].numpy(), reference["label"].numpy()[..., ::-1])
+    assert np.array_equal(flipped["image"].numpy(), reference["image"].numpy()[..., ::-1])
+    # crops drawn for validation never move
+    crops.set_epoch(2**31 - 1)
+    plain.data.set_epoch(2**31 - 1)
+    assert np.array_equal(crops[5]["image"].numpy(), plain.data[5]["image"].numpy())
+
+
 @pytest.mark.slow
 def test_a_few_steps_lower_the_loss_and_the_model_segments(datalist, tmp_path):
     run = tmp_path / "run"

@@ -139,6 +139,7 @@ def command_segmenter(args: argparse.Namespace) -> int:
         seed=config.seed,
         sizes=tuple(args.sizes),
         augment=args.augment,
+        spatial=args.spatial_augment,
         synthesizer=args.synthesizer,
         qc_model=args.qc_model,
         qc_threshold=args.qc_threshold,
@@ -338,6 +339,11 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         "--augment",
         action="store_true",
         help="vary each training crop's HU (offset up to 25 HU, contrast +-10%%)",
+    )
+    segmenter.add_argument(
+        "--spatial-augment",
+        action="store_true",
+        help="flip each training crop's axes (p 0.2 each) and zoom it (p 0.5, x0.8 to x1.25), labels alike",
     )
     add_trainer_arguments(segmenter, steps=2000, lr=1e-3, batch_size=2, warmup_steps=100, validate_every=200)
     segmenter.set_defaults(handler=command_segmenter)

@@ -46,6 +46,11 @@ VALIDATION_CROPS = 8
 SIZES = ("tiny", "small")
 HU_SHIFT = 25.0  # intensity augmentation: HU offset drawn from [-HU_SHIFT, HU_SHIFT]
 HU_SCALE = 0.1  # and a contrast factor from [1 - HU_SCALE, 1 + HU_SCALE] about the crop's organ mean
+# spatial augmentation: each axis flipped with this probability, and a zoom (both image and labels,
+# the crop's size kept) with this probability, by a factor drawn from ZOOM_RANGE
+FLIP_PROBABILITY = 0.2
+ZOOM_PROBABILITY = 0.5
+ZOOM_RANGE = (0.8, 1.25)
 
 
 @dataclass
@@ -100,6 +105,9 @@ class SegmentationCrops(torch.utils.data.Dataset):
         sizes: the size classes synthetic tumors are drawn from (uniformly).
         augment: vary each training crop's HU (offset and contrast, as between scanners and
             contrast phases); validation crops are never augmented.
+        spatial: flip and zoom each training crop, image and labels alike (MONAI ``RandFlipd`` per
+            axis, ``RandZoomd``; seeded by the seed, the epoch and the index): lesions of other sizes
+            and organs in other places than the few hosts show; validation crops never are.
         synthesizer: the model folder (or shipped name) of a model engine (``adversarial``:
             ``TumorSpec.model``; ``None``: the engine's shipped default).
         qc_model: quality control of the synthetic tumors (``TumorSpec.qc``): a segmentation model
@@ -120,6 +128,7 @@ class SegmentationCrops(torch.utils.data.Dataset):
         seed: int = 0,
         sizes: tuple[str, ...] = SIZES,
         augment: bool = False,
+        spatial: bool = False,
         synthesizer: str | None = None,
         qc_model: str | None = None,
         qc_threshold: float | None = None,
@@ -131,6 +140,7 @@ class SegmentationCrops(torch.utils.data.Dataset):
         if not sizes or unknown:
             raise InputError(f"sizes must be among {', '.join(SIZE_CLASSES_MM)}, got {list(sizes)}")
         self.sizes, self.augment = tuple(sizes), augment
+        self.spatial = _spatial_transform() if spatial else None
         self.synthesis: dict[str, Any] = {
             "engine": engine,
             "model": None if synthesizer is None else str(synthesizer),
@@ -276,10 +286,36 @@ class SegmentationCrops(torch.utils.data.Dataset):
         }
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from monai.utils import convert_to_tensor
+
         hu, target, info = self.draw(index, self.epoch)
         item = self.tensors(hu, target)
+        if self.spatial is not None and self.epoch != VALIDATION_EPOCH:
+            seed = int(np.random.SeedSequence([self.seed, self.epoch, index, 1]).generate_state(1)[0])
+            self.spatial.set_random_state(seed=seed)
+            moved = self.spatial({"image": item["image"], "label": item["label"]})
+            item["image"] = convert_to_tensor(moved["image"], torch.float32, track_meta=False).contiguous()
+            item["label"] = convert_to_tensor(moved["label"], track_meta=False).round().long().contiguous()
         item.update({key: torch.tensor(value, dtype=torch.float32) for key, value in info.items()})
         return item
+
+
+def _spatial_transform():
+    """Flips of each axis and a zoom, the same on image and labels (MONAI dict transforms)."""
+    from monai.transforms import Compose, RandFlipd, RandZoomd
+
+    keys = ("image", "label")
+    flips = [RandFlipd(keys, prob=FLIP_PROBABILITY, spatial_axis=axis) for axis in range(3)]
+    zoom = RandZoomd(
+        keys,
+        prob=ZOOM_PROBABILITY,
+        min_zoom=ZOOM_RANGE[0],
+        max_zoom=ZOOM_RANGE[1],
+        mode=("trilinear", "nearest"),
+        padding_mode="edge",
+        keep_size=True,
+    )
+    return Compose([*flips, zoom], lazy=False)
 
 
 class SegmenterTask(TrainTask):
@@ -290,7 +326,7 @@ class SegmenterTask(TrainTask):
         config: the model's config (a preset's, :func:`preset_config`); its patch size becomes
             ``crop_voxels``.
         crop_voxels, samples, synthetic_ratio, positive_ratio, engine, seed, sizes, augment,
-            synthesizer, qc_model, qc_threshold, qc_tries: see :class:`SegmentationCrops`. With
+            spatial, synthesizer, qc_model, qc_threshold, qc_tries: see :class:`SegmentationCrops`. With
             ``qc_model``, each step also logs ``qc_passed`` and ``qc_rejected`` (crops of the batch
             whose synthetic tumor passed quality control, or never did and stayed healthy) and
             ``qc_score`` (the mean score of the passed ones, 0 when none).
@@ -308,6 +344,7 @@ class SegmenterTask(TrainTask):
         seed: int = 0,
         sizes: tuple[str, ...] = SIZES,
         augment: bool = False,
+        spatial: bool = False,
         synthesizer: str | None = None,
         qc_model: str | None = None,
         qc_threshold: float | None = None,
@@ -343,7 +380,9 @@ class SegmenterTask(TrainTask):
             qc_threshold=qc_threshold,
             qc_tries=qc_tries,
         )
-        self.data = SegmentationCrops(training, config, count=samples, augment=augment, **options)
+        self.data = SegmentationCrops(
+            training, config, count=samples, augment=augment, spatial=spatial, **options
+        )
         self.validation = SegmentationCrops(validation, config, count=VALIDATION_CROPS, **options)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
         self.summary = {
