@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -381,6 +382,28 @@ def test_necrosis_rim_and_mass_effect(phantom):
     moved = (special.ct.array != ct.array) & around
     assert moved.sum() > 1000
     assert record.contrast_hu == pytest.approx(-40.0, abs=1.0)
+
+
+def test_well_defined_tumor_has_a_sharp_edge_and_little_texture(phantom):
+    ct, labels = phantom
+    spec = TumorSpec(organ="liver", diameter_mm=36.0, contrast_hu=-40.0)
+    soft = synthesize(ct, labels, spec, seed=9)
+    sharp = synthesize(ct, labels, replace(spec, well_defined=True), seed=9)
+    assert sharp.tumors[0].extra["well_defined"] and not soft.tumors[0].extra["well_defined"]
+    # the same geometry and contrast (the option changes no other draw) ...
+    assert np.array_equal(tumor_mask(soft), tumor_mask(sharp))
+    assert sharp.tumors[0].contrast_hu == pytest.approx(-40.0, abs=1.0)
+    assert sharp.tumors[0].extra["texture_sd_hu"] < 0.5 * soft.tumors[0].extra["texture_sd_hu"]
+    # ... with the full contrast reached closer to the surface: one voxel inside, the well-defined
+    # tumor has moved further from the host's HU
+    tumor = tumor_mask(soft)
+    first_layer = tumor & ~ndimage.binary_erosion(tumor)
+    second_layer = ndimage.binary_erosion(tumor) & ~ndimage.binary_erosion(tumor, iterations=2)
+    host = ct.array.astype(np.float32)
+    for layer in (first_layer, second_layer):
+        soft_drop = (host - soft.ct.array)[layer].mean()
+        sharp_drop = (host - sharp.ct.array)[layer].mean()
+        assert sharp_drop > soft_drop + 2.0
 
 
 def test_calcified_foci_are_bright_sparse_and_inside():

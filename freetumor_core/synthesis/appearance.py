@@ -29,6 +29,7 @@ MIN_CONTRAST_HU = 8.0  # at least this much darker than its organ, else it is no
 MAX_CONTRAST_HU = 150.0  # at most this much darker (arterial-phase renal cortex at 250 HU and more)
 TEXTURE_SD_LIMITS_HU = (3.0, 60.0)
 MAX_BLUR_MM = 8.0  # deepest reach of the edge ramp into the tumor
+WELL_DEFINED_TEXTURE = 0.25  # share of the drawn texture a well-defined tumor keeps
 # Calcification-like foci: only in tumors of at least this radius, this deep below the surface,
 # at most this many (clustered around one to three points).
 FOCI_MIN_RADIUS_MM = 4.0
@@ -217,10 +218,13 @@ def draw_look(
     contrast_hu: float | None,
     necrosis: bool,
     rim: bool,
+    well_defined: bool = False,
 ) -> Look:
     """Draw the relative look from the organ's distributions (HU follow in :meth:`Look.resolve`).
 
     Every range is drawn whatever the options, so an option does not change the other draws.
+    ``well_defined``: the edge ramp as short as :func:`reached_difference` allows and a quarter of
+    the drawn texture.
     """
     tumor_fraction = float(rng.uniform(*appearance.tumor_fraction))
     texture_fraction = _texture_fraction(appearance, float(rng.random()))
@@ -231,6 +235,9 @@ def draw_look(
     foci = bool(rng.random() < appearance.foci_probability)
     foci_hu = float(rng.uniform(*appearance.foci_hu))
     foci_seed = int(rng.integers(2**63))
+    if well_defined:
+        blur_fraction = 0.0  # clipped up to the shortest ramp
+        texture_fraction *= WELL_DEFINED_TEXTURE
     return Look(
         tumor_fraction=tumor_fraction,
         texture_fraction=texture_fraction,

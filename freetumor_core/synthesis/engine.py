@@ -46,7 +46,14 @@ class HandcraftedEngine(PlacingEngine):
         self, canvas: Canvas, shape: TumorShape, centre: np.ndarray, requested_mm: float
     ) -> tuple[TumorShape, np.ndarray, Look, float]:
         spec = canvas.spec
-        look = draw_look(appearance_for(canvas.organ), canvas.rng, spec.contrast_hu, spec.necrosis, spec.rim)
+        look = draw_look(
+            appearance_for(canvas.organ),
+            canvas.rng,
+            spec.contrast_hu,
+            spec.necrosis,
+            spec.rim,
+            spec.well_defined,
+        )
         ct_out, labels_out, table, rng = canvas.ct_out, canvas.labels_out, canvas.table, canvas.rng
         _paint(ct_out, labels_out, table, shape, centre, look, canvas.tumor_id, spec, rng)
         return shape, centre, look, requested_mm
@@ -169,6 +176,7 @@ def _record(
             "texture_sd_hu": round(look.texture_sd_hu, 3),
             "necrosis": look.necrosis_hu is not None,
             "rim": look.rim_hu is not None,
+            "well_defined": bool(spec.well_defined),
             "mass_effect": bool(spec.mass_effect),
             "vessels_touched": _encased_vessels(
                 shape, labels, classes == VESSEL, names or {}, ct.voxel_volume_ml

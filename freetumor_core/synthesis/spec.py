@@ -137,6 +137,12 @@ class TumorSpec:
     lobulation: float = option(0.0, float, "0 (none) .. 1 (up to four prominent lobes)", low=0.0, high=1.0)
     necrosis: bool = option(False, bool, "add a darker necrotic core (tumors of 10 mm and more)")
     rim: bool = option(False, bool, "add an enhancing rim")
+    well_defined: bool = option(
+        False,
+        bool,
+        "a sharply demarcated, nearly homogeneous tumor (as many metastases): the sharpest soft edge "
+        "and a quarter of the organ's drawn texture",
+    )
     mass_effect: bool = option(False, bool, "push the surrounding tissue outwards")
     allow_shrink: bool = option(
         False, bool, "when the organ cannot hold a tumor, place a smaller one (warning) instead of failing"
