@@ -106,8 +106,9 @@ class SegmentationCrops(torch.utils.data.Dataset):
         augment: vary each training crop's HU (offset and contrast, as between scanners and
             contrast phases); validation crops are never augmented.
         spatial: flip and zoom each training crop, image and labels alike (MONAI ``RandFlipd`` per
-            axis, ``RandZoomd``; seeded by the seed, the epoch and the index): lesions of other sizes
-            and organs in other places than the few hosts show; validation crops never are.
+            axis, ``RandZoomd``; seeded by the seed, the epoch and the index), so the network sees
+            lesions of other sizes and organs in other places than the few hosts hold; validation
+            crops never move.
         synthesizer: the model folder (or shipped name) of a model engine (``adversarial``:
             ``TumorSpec.model``; ``None``: the engine's shipped default).
         qc_model: quality control of the synthetic tumors (``TumorSpec.qc``): a segmentation model
