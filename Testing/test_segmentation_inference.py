@@ -24,19 +24,24 @@ LIVER_HU, TUMOR_HU = 100.0, 240.0
 
 class NearestIntensity(nn.Module):
     """A voxel-wise classifier with known behaviour: each voxel (HU windowed to [0, 1]) goes to the
-    class whose reference intensity is nearest: background 0, liver 0.65, liver tumor 0.98."""
+    class whose reference intensity is nearest: background 0, liver 0.65, liver tumor 0.98 (or
+    ``tumor``)."""
+
+    def __init__(self, tumor: float = 0.98) -> None:
+        super().__init__()
+        self.tumor = tumor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centres = torch.full((7,), 10.0)
-        centres[0], centres[1], centres[2] = 0.0, 0.65, 0.98
+        centres[0], centres[1], centres[2] = 0.0, 0.65, self.tumor
         return -100.0 * (x[:, :1] - centres.view(1, 7, 1, 1, 1)) ** 2
 
 
-def intensity_model(tmp_path: Path, spacing_mm=(1.5, 1.5, 1.5)) -> LoadedModel:
+def intensity_model(tmp_path: Path, spacing_mm=(1.5, 1.5, 1.5), tumor: float = 0.98) -> LoadedModel:
     config = preset_config("default")
     config.preprocessing.spacing_mm = list(spacing_mm) if spacing_mm else None
     config.preprocessing.patch_size_voxels = [32, 32, 32]
-    return LoadedModel(NearestIntensity(), config, tmp_path)
+    return LoadedModel(NearestIntensity(tumor), config, tmp_path)
 
 
 def phantom_ct(spacing, direction, origin=(-20.0, 35.0, 110.0), shape=(28, 60, 52)):
@@ -147,6 +152,39 @@ def test_organ_channel_model_needs_organs(tmp_path):
     with pytest.raises(InputError, match="second input channel"):
         segment(ct, model, device="cpu")
     assert segment(ct, model, organs=organs, device="cpu").lesions
+
+
+def test_given_organs_decide_organ_or_tumor_inside_and_neither_outside(tmp_path):
+    # A dark tumor (tumor class centre 0.3): its voxels (0.14 after windowing) are nearest to
+    # background, next to the tumor, far from the liver (0.65).
+    shape = (24, 40, 40)
+    ct = Volume(np.full(shape, -1000, np.int16), (1.5, 1.5, 1.5))
+    liver = np.zeros(shape, bool)
+    liver[2:-2, 4:-4, 4:24] = True
+    z, y, x = np.indices(shape)
+    ball = (z - 12) ** 2 + (y - 20) ** 2 + (x - 14) ** 2 <= 5**2
+    ct.array[liver] = 100
+    ct.array[ball] = round(0.14 * 425 - 175)
+    ct.array[4:20, 10:30, 28:36] = 100  # liver-like tissue outside the given liver
+    model = intensity_model(tmp_path, spacing_mm=None, tumor=0.3)
+
+    alone = segment(ct, model, device="cpu").labels.array
+    assert not (alone[ball] == 2).any() and (alone[ball] == 0).all()  # the network calls it background
+    assert (alone[4:20, 10:30, 28:36] == 1).all()
+
+    organs = LabelMap(ct.like(liver.astype(np.uint8)), {1: "liver"})
+    given = segment(ct, model, organs=organs, device="cpu")
+    labels = given.labels.array
+    assert (labels[ball] == 2).all()  # inside the liver: liver or tumor, and the tumor is likelier
+    assert (labels[liver & ~ball] == 1).all()
+    assert not labels[~liver].any()  # outside the given liver: neither liver nor its tumor
+    assert len(given.lesions) == 1
+
+    # Organ labels that already hold the organ's tumor: the tumor label is part of the organ.
+    with_tumor = LabelMap(
+        ct.like((liver.astype(np.uint8) + ball).astype(np.uint8)), {1: "liver", 2: "liver_tumor"}
+    )
+    assert np.array_equal(segment(ct, model, organs=with_tumor, device="cpu").labels.array, labels)
 
 
 NAMES = {1: "liver", 2: "liver_tumor", 5: "kidney", 6: "kidney_tumor"}

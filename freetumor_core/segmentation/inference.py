@@ -4,7 +4,8 @@ Steps: the CT (HU) is clipped to the model's HU window and scaled to [0, 1]; res
 the model's spacing on a grid with the CT's origin and direction, so voxel (0, 0, 0) stays where it
 was and the grid covers the CT; MONAI's sliding-window inference (Gaussian weighting) gives class
 probabilities, averaged over flips of each axis with ``tta``; each class probability is resampled
-(linear) back onto the CT's grid, where the label is the most probable class. Resampling goes
+(linear) back onto the CT's grid, where the label is the most probable class (with organ labels
+given, the most probable of the classes allowed there: :func:`.postprocess.class_regions`). Resampling goes
 through physical coordinates (SimpleITK), so no voxel shifts, on any spacing or direction. Then the
 post-processing rules of :mod:`.postprocess` and the lesions as records.
 
@@ -36,14 +37,14 @@ import SimpleITK as sitk
 import torch
 
 from ..errors import InputError
-from ..labels import LabelMap
+from ..labels import ORGAN_GROUPS, LabelMap
 from ..lesions import MIN_LESION_ML, is_lesion_label
 from ..models import CONFIG_FILE, LoadedModel, load_model
 from ..progress import ProgressLike, make_progress
 from ..volume import Volume
 from .fast_layers import lean_layers
 from .networks import host_organ, takes_organ_channel, tumor_labels
-from .postprocess import Lesion, find_lesions, postprocess
+from .postprocess import Lesion, class_regions, find_lesions, postprocess
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -114,14 +115,22 @@ def _window(array: np.ndarray, window) -> np.ndarray:
 
 
 def _organ_masks(organs: LabelMap, label_names: dict[int, str]) -> dict[str | None, np.ndarray]:
-    """Host organ -> mask, for the model's hosts that ``organs`` has voxels of (``None``: any)."""
+    """Host organ -> mask, for the model's hosts that ``organs`` has voxels of (``None``: any).
+
+    A host's mask is its organ labels and the tumor labels of that organ that ``organs`` may
+    already hold (``liver`` and ``liver_tumor``): an organ's tumors are part of the organ."""
     masks: dict[str | None, np.ndarray] = {}
+    present = organs.present()
     for name in tumor_labels(label_names).values():
         host = host_organ(name)
         if host is None:
-            ids = [key for key, value in organs.present().items() if not is_lesion_label(value)]
+            ids = [key for key, value in present.items() if not is_lesion_label(value)]
         else:
             ids = organs.ids_for(host)
+            parts = {host, *ORGAN_GROUPS.get(host, ())}
+            if ids:
+                tumors = [key for key, value in present.items() if is_lesion_label(value)]
+                ids += [key for key in tumors if host_organ(present[key]) in parts]
         mask = np.isin(organs.array, ids) if ids else None
         if mask is not None and mask.any():
             masks[host] = mask
@@ -366,8 +375,9 @@ def segment(
     Args:
         ct: CT in HU.
         model: a model folder of task ``segmentation``, or a :class:`LoadedModel`.
-        organs: organ labels on ``ct``'s grid (:func:`freetumor_core.labels.align_to`): tumors are
-            kept inside them, and a model that takes an organ channel gets them as input.
+        organs: organ labels on ``ct``'s grid (:func:`freetumor_core.labels.align_to`): inside a
+            given organ each voxel is that organ or its tumor, outside it neither; a model that
+            takes an organ channel gets them as input.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         overlap: sliding-window overlap, 0 to < 1.
         tta: average the probabilities over flips of each axis (4 passes).
@@ -445,9 +455,12 @@ def segment(
     best = np.full(ct.shape, -1.0, np.float32)
     labels = np.zeros(ct.shape, np.uint8 if max(names) < 256 else np.int32)
     tumor_probability = np.zeros(ct.shape, np.float32)
+    regions = class_regions(names, organ_masks)
     for channel in range(probabilities.shape[0]):
         values = probabilities[channel] if grid is None else to_ct_grid(probabilities[channel], grid, ct)
         better = values > best
+        if channel in regions:
+            better &= regions[channel]
         best[better] = values[better]
         labels[better] = channel
         if channel in tumor_ids:

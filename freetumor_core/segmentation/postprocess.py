@@ -3,6 +3,11 @@
 Rules, applied to every tumor label (a lesion name, :func:`freetumor_core.lesions.is_lesion_label`)
 whose host organ is its name without the lesion word (``liver_tumor`` -> ``liver``):
 
+0. **Given organs decide where the organs are** (:func:`class_regions`, applied when each voxel
+   takes its most probable class). Inside a given host organ's mask, a voxel is that organ or its
+   tumor, whichever is more probable; outside it, it is neither. A tumor the network half calls
+   background (real tumors often look unlike the tissue around them) is then still a tumor when
+   the organ labels say it lies in the organ.
 1. **Tumors only inside organs.** With organ labels given, tumor voxels outside the host organ's
    mask become background. Without them (or when they lack the host organ), a tumor piece
    (face-connected) that does not touch the predicted host organ is removed. A tumor label without
@@ -26,7 +31,7 @@ from ..records import TumorRecord
 from ..volume import Volume
 from .networks import host_organ, tumor_labels
 
-__all__ = ["ENGINE", "Lesion", "find_lesions", "label_lesions", "postprocess"]
+__all__ = ["ENGINE", "Lesion", "class_regions", "find_lesions", "label_lesions", "postprocess"]
 
 ENGINE = "segmenter"
 SHELL_MM = 10.0  # the organ tissue within this distance of a lesion gives its contrast
@@ -37,6 +42,35 @@ def _organ_ids(label_names: dict[int, str], organ: str | None) -> list[int]:
         return [key for key, name in label_names.items() if key != 0 and not is_lesion_label(name)]
     wanted = LabelMap(Volume(np.zeros((1, 1, 1), np.uint8)), label_names).ids_for(organ)
     return [key for key in wanted if not is_lesion_label(label_names[key])]
+
+
+def class_regions(
+    label_names: dict[int, str], organ_masks: dict[str | None, np.ndarray] | None
+) -> dict[int, np.ndarray]:
+    """Where each class may be chosen, given organ labels: label id -> boolean mask.
+
+    For every host organ in ``organ_masks`` (rule 0 of the module), the host's organ and tumor
+    labels may only be chosen inside its mask; every other label (background, and the organs and
+    tumors of hosts not given) only outside all of the given masks. Without a given host the
+    result is empty: every label may be chosen anywhere. Every voxel keeps at least one allowed
+    label (inside a mask its host's organ label; outside, background).
+    """
+    given = {host: mask for host, mask in (organ_masks or {}).items() if host is not None}
+    if not given:
+        return {}
+    host_of: dict[int, str] = {}
+    for host in given:
+        for key in _organ_ids(label_names, host):
+            host_of[key] = host
+        for key, name in tumor_labels(label_names).items():
+            if host_organ(name) == host:
+                host_of[key] = host
+    outside = ~np.logical_or.reduce([np.asarray(mask, bool) for mask in given.values()])
+    regions = {key: np.asarray(given[host], bool) for key, host in host_of.items()}
+    for key in label_names:
+        if key not in host_of:
+            regions[key] = outside
+    return regions
 
 
 def postprocess(
