@@ -128,6 +128,12 @@ def test_interleaved_timing_takes_turns():
     rows = bench.time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1)
     assert order == ["a", "b"] * 4  # one warm-up round, then three timed rounds, in turns
     assert [row["name"] for row in rows] == ["a", "b"] and all(row["n"] == 3 for row in rows)
+    # A prepared argument is made before each call of its function, outside the clock.
+    made, got = [], []
+    bench.time_interleaved(
+        {"c": got.append}, warmup=0, repeat=2, prepare={"c": lambda: made.append(1) or len(made)}
+    )
+    assert got == [1, 2]
 
 
 def test_bench_synthesis_reports_every_documented_result(tmp_path):
@@ -136,8 +142,9 @@ def test_bench_synthesis_reports_every_documented_result(tmp_path):
     rows = {row["name"]: row for row in json.loads(target.read_text())["results"]}
     sizes = [f"patch96/{size}" for size in ("tiny", "small", "medium", "large")]
     cold = [f"{name}/cold" for name in sizes]  # nothing kept from earlier calls
-    assert set(rows) == {*sizes, *cold, "whole_ct/small", "startup", "peak_rss"}
-    assert all(rows[name]["unit"] == "ms" for name in [*sizes, *cold, "whole_ct/small"])
+    in_place = [f"{name}/in_place" for name in sizes]  # on fresh copies made outside the clock
+    assert set(rows) == {*sizes, *in_place, *cold, "whole_ct/small", "startup", "peak_rss"}
+    assert all(rows[name]["unit"] == "ms" for name in [*sizes, *in_place, *cold, "whole_ct/small"])
     assert rows["startup"]["unit"] == "s" and rows["peak_rss"]["unit"] == "MB"
     assert 0 < rows["patch96/tiny"]["median"] < rows["patch96/large"]["median"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from freetumor_core import InputError, TumorSpec, read_labels, read_volume, synthesize
+from freetumor_core import InputError, LabelMap, TumorSpec, read_labels, read_volume, synthesize
 from freetumor_core.cli import build_parser, main
 from freetumor_core.records import TumorRecord
 from freetumor_core.synthesis import available_engines, engines, get_engine, register_engine, spec_fields
@@ -103,6 +103,45 @@ def test_default_engine_is_handcrafted_and_reproducible(phantom):
     assert np.array_equal(default.ct.array, named.ct.array)
     assert np.array_equal(default.labels.array, named.labels.array)
     assert default.tumors == named.tumors and default.tumors[0].engine == "handcrafted"
+
+
+def _copies(ct, labels):
+    copy = ct.like(ct.array.copy())
+    return copy, LabelMap(copy.like(labels.array.copy()), dict(labels.names))
+
+
+@pytest.mark.parametrize("engine", ["handcrafted", "adversarial"])
+def test_in_place_paints_the_inputs_with_the_same_voxels(phantom, engine):
+    ct, labels = phantom
+    spec = TumorSpec(engine=engine, size="small", count=2, allow_shrink=True)
+    copied = synthesize(ct, labels, spec, seed=11)
+    own_ct, own_labels = _copies(ct, labels)
+    painted = synthesize(own_ct, own_labels, spec, seed=11, in_place=True)
+    assert painted.ct.array is own_ct.array and painted.labels.array is own_labels.array
+    assert np.array_equal(own_ct.array, copied.ct.array) and np.array_equal(
+        own_labels.array, copied.labels.array
+    )
+    assert [t.to_dict() for t in painted.tumors] == [t.to_dict() for t in copied.tumors]
+    assert np.array_equal(painted.tumor_mask, copied.tumor_mask)
+    assert not np.array_equal(own_ct.array, ct.array)  # the inputs were painted, the originals were not
+
+
+def test_in_place_refusals(phantom):
+    ct, labels = phantom
+    own_ct, own_labels = _copies(ct, labels)
+    with pytest.raises(InputError, match="quality control"):
+        synthesize(own_ct, own_labels, TumorSpec(qc="segmenter_demo"), seed=1, in_place=True)
+    shifted = LabelMap(own_labels.volume.like(own_labels.array), dict(labels.names))
+    shifted.volume.origin = tuple(o + 0.5 for o in ct.origin)
+    with pytest.raises(InputError, match="on the CT's grid exactly"):
+        synthesize(own_ct, shifted, TumorSpec(), seed=1, in_place=True)
+    floats = LabelMap(own_ct.like(own_labels.array.astype(np.float32)), dict(labels.names))
+    with pytest.raises(InputError, match="cannot hold the tumor label"):
+        synthesize(own_ct, floats, TumorSpec(), seed=1, in_place=True)
+    own_ct.array.flags.writeable = False
+    with pytest.raises(InputError, match="writable"):
+        synthesize(own_ct, own_labels, TumorSpec(), seed=1, in_place=True)
+    assert np.array_equal(own_ct.array, ct.array) and np.array_equal(own_labels.array, labels.array)
 
 
 def test_unknown_engine_lists_the_available_ones(phantom, tmp_path, monkeypatch):

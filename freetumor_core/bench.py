@@ -115,22 +115,30 @@ class Bench:
         repeat: int | None = None,
         unit: str = "ms",
         per_call: int = 1,
+        prepare: dict[str, Callable[[], Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Like :meth:`time` for several functions, taking turns: one call of each per round.
 
         A passing slowdown of the machine then spreads over every result instead of landing on
-        whichever function happened to be running.
+        whichever function happened to be running. ``prepare`` (by name) makes a function's
+        argument before each call, outside the clock (fresh copies for a call that works in place).
         """
         scale = {"ms": 1e3, "s": 1.0, "us": 1e6}[unit]
+        prepare = prepare or {}
+
+        def call(name: str, function: Callable[..., object]) -> float:
+            arguments = (prepare[name](),) if name in prepare else ()
+            start = time.perf_counter()
+            function(*arguments)
+            return time.perf_counter() - start
+
         for _ in range(warmup):
-            for function in functions.values():
-                function()
+            for name, function in functions.items():
+                call(name, function)
         samples: dict[str, list[float]] = {name: [] for name in functions}
         for _ in range(repeat or self.repeat):
             for name, function in functions.items():
-                start = time.perf_counter()
-                function()
-                samples[name].append((time.perf_counter() - start) * scale / per_call)
+                samples[name].append(call(name, function) * scale / per_call)
         return [self._add(name, unit, values) for name, values in samples.items()]
 
     def record(self, name: str, value: float | list[float], unit: str) -> dict[str, Any]:

@@ -134,9 +134,9 @@ class AdversarialEngine(PlacingEngine):
     def reach_mm(self, spec: TumorSpec) -> float:
         return EDGE_REACH_MM + RING_MM
 
-    def synthesize(self, ct, organs, spec, seed=None, progress=None):
+    def synthesize(self, ct, organs, spec, seed=None, progress=None, in_place=False):
         self.synthesizer(spec)  # a broken model folder fails before any placement work
-        return super().synthesize(ct, organs, spec, seed=seed, progress=progress)
+        return super().synthesize(ct, organs, spec, seed=seed, progress=progress, in_place=in_place)
 
     def paint(self, canvas: Canvas, shape: TumorShape, centre: np.ndarray, requested_mm: float) -> _Painted:
         model = self.synthesizer(canvas.spec)

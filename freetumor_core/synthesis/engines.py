@@ -29,7 +29,8 @@ class Engine(Protocol):
     ``synthesize`` gets a validated spec and must return the new CT on the input's grid and dtype,
     the input's labels plus the tumor label, one record per tumor made (``engine`` = its name) and
     each tumor's box and mask (``tumor_parts``); the same inputs and seed give bit-identical
-    outputs. Bad input is an :class:`~freetumor_core.errors.InputError`.
+    outputs, painted into copies or, with ``in_place``, into the input arrays themselves. Bad input
+    is an :class:`~freetumor_core.errors.InputError`.
     """
 
     name: str
@@ -41,6 +42,7 @@ class Engine(Protocol):
         spec: TumorSpec,
         seed: int | None = None,
         progress: ProgressLike = None,
+        in_place: bool = False,
     ) -> SynthesisResult: ...
 
 
@@ -82,15 +84,22 @@ def synthesize(
     spec: TumorSpec | None = None,
     seed: int | None = None,
     progress: ProgressLike = None,
+    in_place: bool = False,
 ) -> SynthesisResult:
     """Synthesize ``spec.count`` tumors inside ``spec.organ`` with the engine ``spec.engine``.
 
     Args:
-        ct: CT in HU, any spacing (anisotropic is fine); not modified.
+        ct: CT in HU, any spacing (anisotropic is fine); not modified (unless ``in_place``).
         organs: organ labels with names; put on the CT grid (with a warning) if not already there.
         spec: what to make (default: one small liver tumor, handcrafted engine).
         seed: random seed; the same inputs and seed give bit-identical outputs.
         progress: a reporter or ``"bar"``/``"json"``/``"none"``; reports one step per tumor.
+        in_place: paint into ``ct.array`` and ``organs.array`` themselves instead of into copies,
+            for a caller that owns them already (a training crop); the result's volumes share
+            those arrays, and the voxels are the same as without it. The labels must be on the
+            CT's grid exactly, C-contiguous and of an integer type that holds the tumor label; no quality
+            control (``spec.qc``: a rejected try would stay painted). On an error, tumors painted
+            before it stay painted.
 
     Returns:
         The new CT (same grid and dtype), the label map with the original labels plus an
@@ -105,9 +114,13 @@ def synthesize(
     spec = (spec or TumorSpec()).validated()
     engine = get_engine(spec.engine)
     if spec.qc is not None:
+        if in_place:
+            raise InputError("in-place synthesis cannot run quality control: a rejected try stays painted")
         from .qc import synthesize_checked
 
         return synthesize_checked(engine, ct, organs, spec, seed=seed, progress=progress)
+    if in_place:
+        return engine.synthesize(ct, organs, spec, seed=seed, progress=progress, in_place=True)
     return engine.synthesize(ct, organs, spec, seed=seed, progress=progress)
 
 

@@ -46,10 +46,10 @@ def tumor_label(labels: LabelMap, organ: str, highest: int | None = None) -> tup
 
 
 def _output_labels(array: np.ndarray, tumor_id: int) -> np.ndarray:
-    """A copy of the label array in a dtype that can hold ``tumor_id``."""
+    """A C-contiguous copy of the label array in a dtype that can hold ``tumor_id``."""
     if array.dtype.kind in "iu" and tumor_id <= np.iinfo(array.dtype).max:
-        return array.copy()
-    return array.astype(np.int32)
+        return array.copy(order="C")
+    return array.astype(np.int32, order="C")
 
 
 def _organ_name(labels: LabelMap, organ: str, organ_ids: list[int]) -> str:
@@ -62,8 +62,8 @@ class Canvas:
     """One call's state: the inputs, the arrays being painted and the call's random generator.
 
     Attributes:
-        ct: the input CT (not modified).
-        organs: the input labels on the CT grid (not modified).
+        ct: the input CT (not modified, unless the call is in place: then ``ct_out`` is its array).
+        organs: the input labels on the CT grid (likewise; ``labels_out`` is their array in place).
         spec: the validated request.
         organ: the host organ's name (``liver``; a label id is replaced by its name).
         organ_ids: label ids that make up the organ.
@@ -110,13 +110,22 @@ def _same_grid_exactly(volume: Volume, ct: Volume) -> bool:
     )
 
 
-def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | None) -> Canvas:
-    """Align the labels, find the organ and the tumor label, and copy the arrays to paint.
+def prepare_canvas(
+    ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | None, in_place: bool = False
+) -> Canvas:
+    """Align the labels, find the organ and the tumor label, and copy the arrays to paint (with
+    ``in_place``, paint the input arrays themselves).
 
     Raises:
-        InputError: no label of that organ name.
+        InputError: no label of that organ name; with ``in_place``, labels off the CT's grid, of a
+            type that cannot hold the tumor label, or arrays that cannot be written.
     """
     if not _same_grid_exactly(organs.volume, ct):
+        if in_place:
+            raise InputError(
+                "in-place synthesis needs the labels on the CT's grid exactly",
+                organs.volume.metadata.get("freetumor:source"),
+            )
         organs = align_to(organs, ct)
     source = organs.volume.metadata.get("freetumor:source")
     organ_ids = organs.ids_for(spec.organ)
@@ -128,13 +137,28 @@ def prepare_canvas(ct: Volume, organs: LabelMap, spec: TumorSpec, seed: int | No
     rng = np.random.default_rng(seed)
     highest = int(organs.array.max())  # one pass over the labels serves both uses
     tumor_id, tumor_name = tumor_label(organs, organ, highest)
-    labels_out = _output_labels(organs.array, tumor_id)
+    if in_place:
+        ct_out, labels_out = ct.array, organs.array
+        _check_paintable(ct_out, labels_out, tumor_id, source)
+    else:
+        ct_out, labels_out = ct.array.copy(), _output_labels(organs.array, tumor_id)
     table_size = max(highest, max(organs.names, default=0), tumor_id) + 1
     table = class_table(organs.names, organ_ids, [tumor_id], table_size)
-    ct_out = ct.array.copy()
     return Canvas(
         ct, organs, spec, organ, organ_ids, tumor_id, tumor_name, ct_out, labels_out, table, rng, source
     )
+
+
+def _check_paintable(ct: np.ndarray, labels: np.ndarray, tumor_id: int, source: str | None) -> None:
+    """In-place painting: both arrays writable, the labels C-contiguous and of an integer type
+    that holds ``tumor_id``."""
+    if not (ct.flags.writeable and labels.flags.writeable):
+        raise InputError("in-place synthesis needs writable CT and label arrays", source)
+    if not labels.flags.c_contiguous:
+        raise InputError("in-place synthesis needs a C-contiguous label array", source)
+    if labels.dtype.kind not in "iu" or tumor_id > np.iinfo(labels.dtype).max:
+        problem = f"in-place synthesis: a {labels.dtype} label array cannot hold the tumor label {tumor_id}"
+        raise InputError(problem, source)
 
 
 class PlacingEngine:
@@ -150,6 +174,8 @@ class PlacingEngine:
     def paint(self, canvas: Canvas, shape: TumorShape, centre: np.ndarray, requested_mm: float) -> Any:
         """Paint one placed tumor into ``canvas.ct_out`` and ``canvas.labels_out`` (in place; the
         shape's ``mask`` voxels get ``canvas.tumor_id``), drawing randomness from ``canvas.rng``.
+        Read voxels from those two arrays only, never from ``canvas.ct``: an in-place call paints
+        the input arrays themselves, and must give the same voxels as a call on copies.
 
         Returns:
             whatever :meth:`record` needs to describe this tumor later.
@@ -167,9 +193,10 @@ class PlacingEngine:
         spec: TumorSpec,
         seed: int | None = None,
         progress: ProgressLike = None,
+        in_place: bool = False,
     ) -> SynthesisResult:
         """See :func:`freetumor_core.synthesis.synthesize` (``spec`` is already validated)."""
-        canvas = prepare_canvas(ct, organs, spec, seed)
+        canvas = prepare_canvas(ct, organs, spec, seed, in_place)
         placer = Placer(canvas.labels_out, canvas.table, ct.spacing_zyx, canvas.rng)
         if len(placer.organ_voxels(1)) == 0:
             problem = f"organ mask '{spec.organ}' is empty (labels {canvas.organ_ids} have no voxels)"

@@ -89,7 +89,9 @@ class RandTumorSynthesisd(Randomizable, MapTransform):
         ct = Volume(image_np, spacing[::-1])
         organs = LabelMap(ct.like(label_np), dict(self.label_names))
         try:
-            result = synthesize(ct, organs, self.spec, seed=self._seed)
+            # The arrays are this call's own copies: paint them in place (not with quality control,
+            # whose rejected tries must not stay painted).
+            result = synthesize(ct, organs, self.spec, seed=self._seed, in_place=self.spec.qc is None)
         except InputError:
             if self.skip_unfit:
                 return out
