@@ -15,6 +15,7 @@ from scipy import ndimage
 from freetumor_core import InputError, LabelMap, TumorSpec, Volume, synthesize
 from freetumor_core.phantom import make_phantom
 from freetumor_core.records import SIZE_CLASSES_MM
+from freetumor_core.synthesis import shapes
 from freetumor_core.synthesis.appearance import (
     APPEARANCE,
     MAX_CONTRAST_HU,
@@ -253,6 +254,34 @@ def test_detached_specks_are_dropped_and_the_body_regrown():
     assert not tumor[0:2, 0:2, 0:2].any()
     border = ndimage.binary_dilation(tumor) & ~tumor
     assert level[tumor].max() <= threshold <= level[border].min()
+
+
+def test_short_cuts_give_the_plain_computations_values():
+    """The shape's short cuts are exact: the mirrored level field, the surface found on the tumor's
+    bounding box, the bracketed k-th value."""
+    rng = np.random.default_rng(5)
+    spacing = np.array([2.5, 0.8, 0.7])
+    half = np.array([7, 19, 23])
+    z, y, x = shapes._grid_mm(half, spacing)
+    a = rng.standard_normal((3, 3))
+    form = ((a @ a.T + np.eye(3)) / 300.0).astype(np.float32)
+    squared = form[2, 2] * x + ((2 * form[0, 2]) * z + (2 * form[1, 2]) * y)
+    squared *= x
+    squared += form[0, 0] * z * z + form[1, 1] * y * y + (2 * form[0, 1]) * z * y
+    plain = np.sqrt(np.maximum(squared, 0))
+    assert np.array_equal(shapes._ellipsoid_level(form, z, y, x), plain)
+
+    shape = make_shape(30.0, spacing, rng, irregularity=0.8, pad_mm=5.0)
+    assert shape.tumor_region != (slice(None),) * 3
+    whole = shapes._sample_offsets(
+        shapes._surface(shape.mask), shape.centre_index, 40, np.random.default_rng(1)
+    )
+    assert np.array_equal(shape.surface_offsets(40, np.random.default_rng(1)), whole)
+
+    values = np.round(rng.standard_normal(60_000), 2).astype(np.float32)  # many ties
+    for k in (0, 17, 30_000, 59_999):
+        for low, high in ((-5.0, 5.0), (0.0, 0.1), (3.0, 4.0)):
+            assert shapes._kth_smallest(values, k, low, high) == np.partition(values, k)[k]
 
 
 def test_seed_reproduces_bit_exactly(phantom):

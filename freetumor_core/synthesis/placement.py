@@ -94,7 +94,7 @@ class Placer:
     """Finds tumor positions in a label array that it reads as tumors are added.
 
     Attributes:
-        labels: the label array being painted, ``(z, y, x)``; read at the current state.
+        labels: the label array being painted, ``(z, y, x)``, C-contiguous; read at the current state.
         table: class lookup (see :func:`class_table`).
         spacing_zyx_mm: voxel size.
         rng: the call's random generator.
@@ -187,17 +187,22 @@ class Placer:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The ``centres`` (in order) whose box lies in the volume and for which every
         ``centre + offset`` is organ or vessel: all candidates at once, before any exact check.
-        Also their points ``(n, k, 3)`` and which of them are vessel voxels ``(n, k)``, whose
-        calibre :meth:`_screened` measures only for the candidates it gets to."""
+        Also their points as flat indices into the labels ``(n, k)`` and which of them are vessel
+        voxels ``(n, k)``, whose calibre :meth:`_screened` measures only for the candidates it
+        gets to."""
         start = centres - shape.centre_index
         limits = np.asarray(self.labels.shape)
         # The field of view ends where the organ might go on: treat it as a surface.
         inside = (start >= 0).all(axis=1) & (start + np.asarray(shape.box_shape) <= limits).all(axis=1)
-        points = centres[inside][:, None, :] + offsets[None, :, :]
-        classes = np.take(self.table, self.labels[points[..., 0], points[..., 1], points[..., 2]])
+        centres = centres[inside]
+        # Flat indices (the labels are C-contiguous): one gather instead of three index arrays. A
+        # point lies in its candidate's box, inside the volume, so no index wraps around a row.
+        strides = np.array([limits[1] * limits[2], limits[2], 1])
+        points = (centres @ strides)[:, None] + (offsets @ strides)[None, :]
+        classes = np.take(self.table, np.take(self.labels.reshape(-1), points))
         vessel = classes == VESSEL
         keep = ((classes == ORGAN) | vessel).all(axis=1)
-        return centres[inside][keep], points[keep], vessel[keep]
+        return centres[keep], points[keep], vessel[keep]
 
     def _screened(self, shape: TumorShape, centres: np.ndarray, offsets: np.ndarray):
         """The centres that pass :meth:`_screen` and whose vessel points are small branches, in
@@ -210,8 +215,9 @@ class Placer:
             for centre, candidate_points, candidate_vessel in zip(passed, points, vessel, strict=True):
                 if candidate_vessel.any():
                     hits = candidate_points[candidate_vessel]
-                    small = self._small_vessels(hits.min(axis=0), hits.max(axis=0) + 1)
-                    if not small[hits[:, 0], hits[:, 1], hits[:, 2]].all():
+                    where = np.stack(np.unravel_index(hits, self.labels.shape), axis=1)
+                    small = self._small_vessels(where.min(axis=0), where.max(axis=0) + 1)
+                    if not np.take(small.reshape(-1), hits).all():
                         continue
                 yield centre
 
@@ -297,32 +303,48 @@ class Placer:
             classes = self.table[
                 self.labels[tuple(slice(a, b, step) for a, b in zip(low, high, strict=True))]
             ]
-            host = (classes == ORGAN) | (classes == VESSEL)
-            depth = _lattice_depth(host.tobytes(), host.shape, tuple(self.spacing_zyx_mm * step))
-            organ = classes == ORGAN
-            # Candidates are ranked by their depth below every vessel too: where vessels run
-            # through the organ, the positions clear of them come first.
-            rank = _lattice_depth(organ.tobytes(), organ.shape, tuple(self.spacing_zyx_mm * step))
-            self._depth_mm = (depth[organ], rank[organ], np.argwhere(organ) * step + low, step)
+            sampling = tuple(float(s) for s in self.spacing_zyx_mm * step)
+            depths = _lattice_depths(
+                classes.tobytes(), classes.shape, sampling, int(step), tuple(low.tolist())
+            )
+            self._depth_mm = (*depths, step)
         return self._depth_mm
 
 
 @functools.lru_cache(maxsize=8)
-def _lattice_depth(
-    host_bytes: bytes, shape: tuple[int, int, int], sampling_mm: tuple[float, float, float]
-) -> np.ndarray:
-    """Depth (mm) of each point of a lattice below the surface of its host points (float32).
+def _lattice_depths(
+    classes_bytes: bytes,
+    shape: tuple[int, int, int],
+    sampling_mm: tuple[float, float, float],
+    step: int,
+    low: tuple[int, int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the organ points of a lattice of label classes (``step`` voxels apart from ``low``):
+    their depth (mm) below the surface of organ and vessel points, their depth below the surface
+    of organ points alone (for ranking: where vessels run through the organ, the positions clear
+    of them come first), and their voxel indices ``(n, 3)``. Read-only arrays.
 
     Kept for the last few lattices: tumors placed one call after another into the same host (a
     reader study's cases, a benchmark, a training volume seen again) find the same lattice, and
     scipy's exact transform costs about a millisecond even on 24³ points.
     """
-    host = np.frombuffer(host_bytes, dtype=bool).reshape(shape)
-    # Pad so the field of view's edge counts as the organ's surface.
+    classes = np.frombuffer(classes_bytes, dtype=np.uint8).reshape(shape)
+    organ = classes == ORGAN
+    depths = [
+        _depth_below(organ | (classes == VESSEL), sampling_mm)[organ],
+        _depth_below(organ, sampling_mm)[organ],
+    ]
+    depths.append(np.argwhere(organ) * step + np.asarray(low))
+    for array in depths:
+        array.flags.writeable = False
+    return tuple(depths)
+
+
+def _depth_below(host: np.ndarray, sampling_mm: tuple[float, float, float]) -> np.ndarray:
+    """Depth (mm) of each point below the surface of the host points (float32); the lattice's
+    edge counts as a surface."""
     depth = ndimage.distance_transform_edt(np.pad(host, 1), sampling=sampling_mm)[1:-1, 1:-1, 1:-1]
-    depth = depth.astype(np.float32)
-    depth.flags.writeable = False
-    return depth
+    return depth.astype(np.float32)
 
 
 def _screen_points(shape: TumorShape) -> int:
@@ -334,7 +356,7 @@ def _screen_points(shape: TumorShape) -> int:
 def clear_caches() -> None:
     """Forget what earlier calls kept (organ depth lattices, label name classes): the next call
     runs cold, as the first call on a new host does."""
-    _lattice_depth.cache_clear()
+    _lattice_depths.cache_clear()
     for memo in (name_class, is_avoided, is_vessel, is_lesion):
         memo.cache_clear()
 
