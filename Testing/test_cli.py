@@ -120,6 +120,21 @@ def test_bench_turing_reports_case_and_answer_times(tmp_path):
     assert all(row["median"] > 0 for row in names.values())
 
 
+def test_peak_memory_of_a_probe_is_its_own_not_its_parents():
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    held = np.ones(400 * 2**20 // 8)  # this process now holds 400 MB
+    code = "from freetumor_core.bench import peak_rss_mb; print(peak_rss_mb())"
+    child = float(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    )
+    assert 5 < child < 300, child  # a fresh interpreter with numpy: tens of MB, never the parent's 400
+    del held
+
+
 def test_interleaved_timing_takes_turns():
     from freetumor_core.bench import Bench
 

@@ -66,6 +66,27 @@ def machine_info() -> dict[str, Any]:
 MAX_REPEAT = 1000
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB) since it started its program.
+
+    On Linux the high-water mark of the process's own memory (``VmHWM``): ``ru_maxrss`` of a
+    process started by another carries over the parent's peak from before the ``exec`` (a probe
+    started by a 500 MB benchmark would report 500 MB). Elsewhere ``ru_maxrss``.
+    """
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0  # bytes on macOS, KB elsewhere
+
+
 class Bench:
     """Collects results for one suite. ``options`` carries suite options from the command line."""
 

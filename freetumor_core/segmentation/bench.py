@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bench import Bench
+from ..bench import Bench, peak_rss_mb
 
 DEMO_MODEL = "segmenter_demo"
 SWIN_PRESET = "swinunetr_v2_fs48"
@@ -88,7 +88,6 @@ def _default_model(options: dict[str, str], folder: Path) -> tuple[Path, str]:
 
 def probe_default(options: dict[str, Any]) -> dict[str, Any]:
     """In a fresh process: seconds of each ``segment`` run on the whole CT, and the peak RSS (MB)."""
-    import resource
     import time
 
     from .inference import segment
@@ -99,7 +98,7 @@ def probe_default(options: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         result = segment(ct, options["model_folder"], device=options.get("device", "cpu"))
         seconds.append(time.perf_counter() - start)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_mb = peak_rss_mb()
     return {
         "seconds": seconds,
         "peak_rss_mb": peak_mb,

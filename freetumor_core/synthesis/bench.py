@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from ..bench import Bench
+from ..bench import Bench, peak_rss_mb
 from ..records import SIZE_CLASSES_MM
 
 PATCH = 96
@@ -173,7 +173,6 @@ def probe(options: dict[str, str], import_s: float) -> dict[str, float]:
     Reading or building the input CT is not start-up: the published method's start-up is the
     texture bank it precomputes before the first tumor.
     """
-    import resource
     import time
 
     from . import TumorSpec, synthesize
@@ -185,5 +184,5 @@ def probe(options: dict[str, str], import_s: float) -> dict[str, float]:
     synthesize(patch_ct, patch_labels, TumorSpec(organ=organ, size="small"), seed=0)
     startup = import_s + (time.perf_counter() - first)
     synthesize(ct, labels, TumorSpec(organ=organ, size="small", count=2), seed=0)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak_mb = peak_rss_mb()
     return {"startup_s": startup, "peak_rss_mb": peak_mb}
