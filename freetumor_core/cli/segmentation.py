@@ -26,7 +26,10 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
         help="segmentation model folder, or a shipped model's name (default: segmenter_demo, the "
         "shipped demo model: see its card with `freetumor model info segmenter_demo`)",
     )
-    segment.add_argument("--organs", help="organ label map: tumors are kept inside these organs")
+    segment.add_argument(
+        "--organs",
+        help="organ label map: inside a given organ a voxel is that organ or its tumor, outside it neither",
+    )
     segment.add_argument("--label-names", help="name map of --organs: a JSON file, or the JSON itself")
     segment.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     segment.add_argument(
